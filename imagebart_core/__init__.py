@@ -1,0 +1,1 @@
+"""ImageBART core library (PyTorch). Never imports ComfyUI."""
