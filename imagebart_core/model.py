@@ -1,0 +1,422 @@
+"""The ImageBART model: VQGAN + multinomial diffusion + one transformer per scale, and its public API.
+
+Images at the API are float ``[B, 3, H, W]`` in 0..1; codes are :class:`~imagebart_core.codes.Codes`.
+Per-scale arguments (temperature, top_k, top_p, passes) accept a scalar (every scale), a list
+ordered scale 1 first, a ``{scale: value}`` dict, or ``None`` (the model's defaults).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from . import conditioning as conditioning_lib
+from . import rng
+from .codes import Codes
+from .conditioning import Condition
+from .config import ModelConfig
+from .diffusion import MultinomialDiffusion
+from .sampling import (
+    Known,
+    PerItemSampler,
+    Progress,
+    ProgressCallback,
+    TokenFilter,
+    TokenSampler,
+    run_transition,
+)
+from .transformer import build_scale, init_weights
+from .vqgan import VQGAN
+
+
+class ImageBART(nn.Module):
+    """A whole ImageBART chain. Build with random weights via ``ImageBART(config)``; load files with
+    :func:`imagebart_core.load_model`."""
+
+    def __init__(self, config: ModelConfig, used: torch.Tensor | None = None, init: bool = True):
+        super().__init__()
+        config.validate()
+        self.config = config
+        if used is None:
+            used = torch.arange(config.vocab_size, dtype=torch.long)
+        if used.numel() != config.vocab_size:
+            raise ValueError(f"shrink list has {used.numel()} entries, config vocab_size is {config.vocab_size}")
+        self.vqgan = VQGAN(config.vqgan, used)
+        betas = config.schedule.betas
+        self.diffusion = MultinomialDiffusion(betas, config.vocab_size)
+        self.scales = nn.ModuleList(
+            build_scale(sc, config.conditioning, residual_alpha=float(self.diffusion.alphas[s]))
+            for s, sc in enumerate(config.scales, start=1)
+        )
+        if init:
+            for scale in self.scales:
+                init_weights(scale)
+        self._identity_cache: tuple[Any, str] | None = None
+
+    # -- identity, devices ---------------------------------------------------------------------------
+    @property
+    def n_scales(self) -> int:
+        return self.config.n_scales
+
+    @property
+    def num_levels(self) -> int:
+        return self.config.num_levels
+
+    @property
+    def device(self) -> torch.device:
+        return self.vqgan.quantize.embedding.weight.device
+
+    @property
+    def codebook_id(self) -> str:
+        """A short hash of the codebook and shrink list: codes are only valid for models sharing it."""
+        emb = self.vqgan.quantize.embedding.weight
+        used = self.vqgan.quantize.used
+        key = (emb.data_ptr(), emb._version, used.data_ptr(), used._version, emb.dtype)
+        if self._identity_cache is None or self._identity_cache[0] != key:
+            h = hashlib.sha256()
+            h.update(used.detach().cpu().numpy().tobytes())
+            h.update(emb.detach().float().cpu().numpy().tobytes())
+            self._identity_cache = (key, h.hexdigest()[:16])
+        return self._identity_cache[1]
+
+    def to_runtime(self, device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32) -> ImageBART:
+        """Move to ``device``; transformers in ``dtype``, the VQGAN always float32 (never fp16)."""
+        self.vqgan.to(device=device, dtype=torch.float32)
+        for scale in self.scales:
+            scale.to(device=device, dtype=dtype)
+            if hasattr(scale, "residual_alpha"):
+                scale.residual_alpha = scale.residual_alpha.float()
+        self.eval()
+        return self
+
+    # -- conditions ------------------------------------------------------------------------------------
+    def class_condition(self, values: Sequence[int | str] | int | str) -> Condition:
+        """Class labels (indices or names) -> Condition with tokens int64 [B, 1]."""
+        if isinstance(values, (int, str)):
+            values = [values]
+        return conditioning_lib.class_condition(self.config.conditioning, list(values))
+
+    def text_condition(self, prompts: Sequence[str] | str) -> Condition:
+        """Prompts -> Condition with CLIP tokens int64 [B, text_length]."""
+        if isinstance(prompts, str):
+            prompts = [prompts]
+        return conditioning_lib.text_condition(self.config.conditioning, list(prompts))
+
+    def null_condition(self, batch: int) -> Condition:
+        return conditioning_lib.null_condition(self.config.conditioning, batch)
+
+    def _cond_tokens(self, cond: Condition | None, batch: int) -> torch.Tensor | None:
+        kind = self.config.conditioning.kind
+        if kind == "none":
+            if cond is not None:
+                raise ValueError("this model is unconditional; remove the condition")
+            return None
+        if cond is None:
+            raise ValueError(f"this model is {kind}-conditional: give a {kind} condition")
+        if cond.kind != kind:
+            raise ValueError(f"this model takes a {kind} condition, got a {cond.kind} condition")
+        return cond.repeat_to(batch).tokens.to(self.device)
+
+    # -- encode / decode ---------------------------------------------------------------------------------
+    @torch.no_grad()
+    def encode(self, images: torch.Tensor, outlier_policy: str = "nearest_used", generator=None) -> Codes:
+        """images float [B, 3, H, W] in 0..1 (H, W multiples of the VQGAN factor) -> Codes at level 1."""
+        if not torch.is_tensor(images) or images.ndim != 4 or images.shape[1] != 3:
+            shape = tuple(images.shape) if torch.is_tensor(images) else type(images).__name__
+            raise ValueError(f"images must be float [B, 3, H, W] in 0..1, got {shape}")
+        x = images.to(self.device, torch.float32) * 2.0 - 1.0
+        tokens = self.vqgan.encode_to_codes(x, outlier_policy=outlier_policy, generator=generator)
+        return Codes(tokens.long(), 1, self.codebook_id, self.config.vocab_size)
+
+    @torch.no_grad()
+    def decode(self, codes: Codes) -> torch.Tensor:
+        """Codes at level 1 -> images float32 [B, 3, H, W] in 0..1 (clamped)."""
+        self.check_codes(codes)
+        if codes.level != 1:
+            raise ValueError(f"decode needs level-1 (clean) codes; these are at level {codes.level}: "
+                             "run the remaining reverse steps first")
+        x = self.vqgan.decode_codes(codes.tokens.to(self.device))
+        return ((x.float() + 1.0) / 2.0).clamp(0.0, 1.0)
+
+    def check_codes(self, codes: Codes) -> None:
+        """Raise ValueError unless ``codes`` belong to this model's codebook and chain."""
+        if not isinstance(codes, Codes):
+            raise ValueError(f"expected Codes, got {type(codes).__name__}")
+        if codes.codebook_id != self.codebook_id or codes.vocab_size != self.config.vocab_size:
+            raise ValueError(
+                f"these codes come from another model (codebook {codes.codebook_id}, K={codes.vocab_size}); "
+                f"this model's codebook is {self.codebook_id}, K={self.config.vocab_size}. "
+                "Encode the image again with this model."
+            )
+        if not 1 <= codes.level <= self.num_levels:
+            raise ValueError(f"codes level {codes.level} outside this model's chain 1..{self.num_levels}")
+        t = codes.tokens
+        if t.numel() and (int(t.min()) < 0 or int(t.max()) >= self.config.vocab_size):
+            raise ValueError(f"code ids must lie in [0, {self.config.vocab_size})")
+
+    def _check_grid(self, grid: tuple[int, int]) -> tuple[int, int]:
+        h, w = int(grid[0]), int(grid[1])
+        if (h, w) != tuple(self.config.grid):
+            th, tw = self.config.grid
+            raise ValueError(
+                f"grid {h}x{w} tokens ({h * self.config.vqgan.factor}x{w * self.config.vqgan.factor} px) "
+                f"differs from the trained grid {th}x{tw}; use sliding-window sampling for other sizes"
+            )
+        return h, w
+
+    # -- the chain ---------------------------------------------------------------------------------------
+    def random_codes(self, batch: int, grid: tuple[int, int] | None = None, seed: int | Sequence[int] = 0) -> Codes:
+        """Uniform noise codes at level T: int64 [batch, h, w]; item i uses seed + i."""
+        if batch < 1:
+            raise ValueError("batch must be >= 1")
+        h, w = self._check_grid(grid or self.config.grid)
+        seeds = rng.item_seeds(seed, batch)
+        tokens = rng.randint(rng.generators(seeds, "noise"), self.config.vocab_size, h * w).view(batch, h, w)
+        return Codes(tokens.to(self.device), self.num_levels, self.codebook_id, self.config.vocab_size)
+
+    def per_scale(self, value: Any, name: str) -> list[Any]:
+        """Expand a per-scale argument to a list ordered scale 1 first."""
+        s = self.n_scales
+        if value is None:
+            defaults = getattr(self.config.sampling, name)
+            fallback = {"temperature": 1.0, "top_k": None, "top_p": None, "refine_passes": 1}[name]
+            return list(defaults) if defaults else [fallback] * s
+        if isinstance(value, dict):
+            base = self.per_scale(None, name)
+            for k, v in value.items():
+                if not 1 <= int(k) <= s:
+                    raise ValueError(f"{name}: scale {k} outside 1..{s}")
+                base[int(k) - 1] = v
+            return base
+        if isinstance(value, (list, tuple)):
+            if len(value) != s:
+                raise ValueError(f"{name} needs {s} values (one per scale, scale 1 first), got {len(value)}")
+            return list(value)
+        return [value] * s
+
+    def _filters(self, temperature, top_k, top_p) -> list[TokenFilter]:
+        filters = [
+            TokenFilter(float(t), None if k is None else int(k), None if p is None else float(p))
+            for t, k, p in zip(
+                self.per_scale(temperature, "temperature"),
+                self.per_scale(top_k, "top_k"),
+                self.per_scale(top_p, "top_p"),
+            )
+        ]
+        for f in filters:
+            f.validate(self.config.vocab_size)
+        return filters
+
+    def _null_tokens(self, cond_tokens, guidance: float, batch: int):
+        if guidance == 1.0 or cond_tokens is None:
+            return None
+        return self.null_condition(batch).tokens.to(self.device)
+
+    def _transition(self, scale: int, x_in: torch.Tensor, *, cond_tokens, null_tokens, guidance, token_filter,
+                    sampler: TokenSampler, known=None, progress=None, sampler_key=None) -> torch.Tensor:
+        """x_in int64 [B, h, w] at level scale+1 -> int64 [B, h, w] at level ``scale``."""
+        b, h, w = x_in.shape
+        net = self.scales[scale - 1]
+        n = h * w
+        if sampler_key is not None:
+            original_begin = sampler.begin
+            sampler.begin = lambda batch, n_tokens, key: original_begin(batch, n_tokens, sampler_key)
+        try:
+            out = run_transition(
+                net,
+                x_in.reshape(b, n),
+                scale,
+                cond_tokens=cond_tokens,
+                token_filter=token_filter,
+                sampler=sampler,
+                null_tokens=null_tokens,
+                guidance=guidance,
+                known=known,
+                on_token=None if progress is None else (lambda i, o: progress(scale, i, n, o, (h, w))),
+            )
+        finally:
+            if sampler_key is not None:
+                del sampler.begin
+        return out.view(b, h, w)
+
+    def _progress(self, callback: ProgressCallback | None, total: int):
+        done = [0]
+
+        def report(scale: int, token: int, n: int, out: torch.Tensor, grid: tuple[int, int]) -> None:
+            done[0] += 1
+            if callback is None:
+                return
+            finished = out.view(out.shape[0], *grid).clone() if token == n - 1 else None
+            callback(Progress(scale, scale, token, n, done[0], total, finished))
+
+        return report
+
+    @torch.no_grad()
+    def reverse_step(
+        self,
+        codes: Codes,
+        cond: Condition | None = None,
+        steps: int = 1,
+        temperature=None,
+        top_k=None,
+        top_p=None,
+        seed: int | Sequence[int] = 0,
+        guidance: float = 1.0,
+        callback: ProgressCallback | None = None,
+        sampler: TokenSampler | None = None,
+    ) -> Codes:
+        """Run ``steps`` transitions from ``codes.level`` down (level l -> l - steps)."""
+        self.check_codes(codes)
+        if not 1 <= steps <= codes.level - 1:
+            raise ValueError(f"codes at level {codes.level} allow 1..{codes.level - 1} steps, got {steps}")
+        b = codes.batch_size
+        self._check_grid(codes.grid)
+        filters = self._filters(temperature, top_k, top_p)
+        cond_tokens = self._cond_tokens(cond, b)
+        null_tokens = self._null_tokens(cond_tokens, guidance, b)
+        sampler = sampler or PerItemSampler(rng.item_seeds(seed, b))
+        progress = self._progress(callback, steps * codes.grid[0] * codes.grid[1])
+        x = codes.tokens.to(self.device)
+        for scale in range(codes.level - 1, codes.level - 1 - steps, -1):
+            x = self._transition(scale, x, cond_tokens=cond_tokens, null_tokens=null_tokens, guidance=guidance,
+                                 token_filter=filters[scale - 1], sampler=sampler, progress=progress)
+        return codes.with_tokens(x, codes.level - steps)
+
+    @torch.no_grad()
+    def sample(
+        self,
+        batch: int,
+        cond: Condition | None = None,
+        grid: tuple[int, int] | None = None,
+        seed: int | Sequence[int] = 0,
+        temperature=None,
+        top_k=None,
+        top_p=None,
+        guidance: float = 1.0,
+        callback: ProgressCallback | None = None,
+    ) -> Codes:
+        """The whole chain from noise: Codes at level 1. Equals random_codes + reverse_step(all) with one seed."""
+        codes = self.random_codes(batch, grid, seed)
+        return self.reverse_step(codes, cond, steps=self.n_scales, temperature=temperature, top_k=top_k,
+                                 top_p=top_p, seed=seed, guidance=guidance, callback=callback)
+
+    @torch.no_grad()
+    def noise(self, codes: Codes, level: int, seed: int | Sequence[int] = 0) -> Codes:
+        """Forward-noise codes to ``level`` (>= codes.level) with q(x_level | x_codes.level) (variations)."""
+        self.check_codes(codes)
+        if not codes.level <= level <= self.num_levels:
+            raise ValueError(f"can noise codes at level {codes.level} to {codes.level}..{self.num_levels}, not {level}")
+        gens = rng.generators(rng.item_seeds(seed, codes.batch_size), "noise-to", level)
+        x = self.diffusion.sample_between(codes.tokens, codes.level, level, gens)
+        return codes.with_tokens(x, level)
+
+    def token_mask(self, mask: torch.Tensor, codes: Codes) -> torch.Tensor:
+        """Pixel mask [B|1, H, W] (or [H, W]) at image size, or a token mask at grid size, 1 = regenerate,
+        -> bool [B, h, w]. A token is regenerated if any pixel it covers is >= 0.5."""
+        if not torch.is_tensor(mask):
+            raise ValueError("mask must be a tensor [B, H, W] (1 = regenerate)")
+        m = mask.float()
+        if m.ndim == 2:
+            m = m[None]
+        if m.ndim != 3:
+            raise ValueError(f"mask must be [B, H, W], got {tuple(mask.shape)}")
+        b = codes.batch_size
+        if m.shape[0] not in (1, b):
+            raise ValueError(f"mask batch {m.shape[0]} does not match the codes batch {b}")
+        h, w = codes.grid
+        f = self.config.vqgan.factor
+        if tuple(m.shape[1:]) == (h * f, w * f):
+            tok = F.max_pool2d((m >= 0.5).float()[:, None], kernel_size=f)[:, 0] > 0
+        elif tuple(m.shape[1:]) == (h, w):
+            tok = m >= 0.5
+        else:
+            raise ValueError(
+                f"mask is {m.shape[1]}x{m.shape[2]}; it must match the image ({h * f}x{w * f} px) "
+                f"or the token grid ({h}x{w}). Resize the mask to the image first."
+            )
+        return tok.expand(b, h, w).to(self.device)
+
+    @torch.no_grad()
+    def masked_refine(
+        self,
+        codes: Codes,
+        mask: torch.Tensor,
+        cond: Condition | None = None,
+        start_level: int | None = None,
+        passes=None,
+        seed: int | Sequence[int] = 0,
+        temperature=None,
+        top_k=None,
+        top_p=None,
+        guidance: float = 1.0,
+        callback: ProgressCallback | None = None,
+        sampler: TokenSampler | None = None,
+    ) -> Codes:
+        """Regenerate the masked tokens of clean codes, consistent with the rest (paper Sec. 4.3).
+
+        codes: level-1 Codes of the image. mask: 1 = regenerate (see :meth:`token_mask`).
+        Unknown tokens start from q(x_start | x_1) (uniform noise at the top level), known tokens stay
+        clean at every level. At each level the transition runs ``passes[scale]`` times; between passes
+        the state is re-noised with a forward step of decreasing strength ((1 - i/n) * beta), except at
+        known positions. Returns level-1 Codes; known tokens equal the input exactly.
+        """
+        self.check_codes(codes)
+        if codes.level != 1:
+            raise ValueError(f"masked_refine needs level-1 codes of an image, got level {codes.level}")
+        self._check_grid(codes.grid)
+        start = self.num_levels if start_level is None else int(start_level)
+        if not 2 <= start <= self.num_levels:
+            raise ValueError(f"start_level must be in 2..{self.num_levels}, got {start}")
+        n_passes = [int(p) for p in self.per_scale(passes, "refine_passes")]
+        if any(p < 1 for p in n_passes):
+            raise ValueError("refinement passes must be >= 1")
+        b = codes.batch_size
+        regen = self.token_mask(mask, codes)  # [B, h, w] bool
+        x1 = codes.tokens.to(self.device)
+        known_mask = ~regen
+        if not bool(regen.any()):
+            return codes.with_tokens(x1.clone(), 1)
+        filters = self._filters(temperature, top_k, top_p)
+        cond_tokens = self._cond_tokens(cond, b)
+        null_tokens = self._null_tokens(cond_tokens, guidance, b)
+        seeds = rng.item_seeds(seed, b)
+        sampler = sampler or PerItemSampler(seeds)
+        n = x1.shape[1] * x1.shape[2]
+        total = sum(n_passes[s - 1] for s in range(1, start)) * n
+        progress = self._progress(callback, total)
+        known = Known(x1.reshape(b, n), known_mask.reshape(b, n))
+        x = self.diffusion.sample_between(x1, 1, start, rng.generators(seeds, "refine-start", start))
+        x = torch.where(known_mask, x1, x)
+        for scale in range(start - 1, 0, -1):
+            count = n_passes[scale - 1]
+            for i in range(count):
+                if i > 0:
+                    strength = (1.0 - i / count) * float(self.diffusion.betas[scale])
+                    x = self.diffusion.redraw(x, strength, rng.generators(seeds, "refine-renoise", scale, i))
+                    x = torch.where(known_mask, x1, x)
+                x = self._transition(scale, x, cond_tokens=cond_tokens, null_tokens=null_tokens, guidance=guidance,
+                                     token_filter=filters[scale - 1], sampler=sampler, known=known,
+                                     progress=progress, sampler_key=("refine", scale, i))
+        return codes.with_tokens(x, 1)
+
+    # -- teacher forcing -----------------------------------------------------------------------------------
+    def scale_logits(self, scale: int, x_in: torch.Tensor, target: torch.Tensor, cond: Condition | None = None):
+        """Teacher-forced logits of scale ``scale``: x_in (level scale+1) and target (level scale), int64 [B, N]
+        (or [B, h, w]) -> float [B, N, K]."""
+        if not 1 <= scale <= self.n_scales:
+            raise ValueError(f"scale must be in 1..{self.n_scales}")
+        b = target.shape[0]
+        cond_tokens = self._cond_tokens(cond, b)
+        return self.scales[scale - 1](x_in.reshape(b, -1), target.reshape(b, -1), scale, cond_tokens)
+
+
+def upper_half_mask(batch: int, height: int, width: int) -> torch.Tensor:
+    """Pixel mask float [B, H, W] that regenerates the upper half (1 = regenerate): upper-half completion."""
+    mask = torch.zeros(batch, height, width)
+    mask[:, : height // 2] = 1.0
+    return mask

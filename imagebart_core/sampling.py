@@ -1,0 +1,178 @@
+"""Turning logits into tokens, and running one transition of the reverse chain.
+
+A transition runs a scale's network autoregressively over ``N`` tokens (raster order). At every
+token step the logits (float32) go through: classifier-free guidance (optional), forcing of known
+tokens (masked refinement), temperature, top-k, top-p, softmax, and one draw.
+
+Draws come from a :class:`TokenSampler`:
+
+* :class:`PerItemSampler` (the default): every batch item has its own stream (see :mod:`.rng`);
+  a draw is an inverse-CDF lookup of a uniform drawn up front, so an item's tokens do not depend
+  on the rest of the batch and no Python-side RNG work happens per token.
+* :class:`TorchMultinomialSampler`: one ``torch.multinomial(probs, 1)`` per step on a torch
+  generator, which is what the original code does (used to replay its random-number order).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import torch
+
+from . import rng
+
+
+@dataclass
+class Progress:
+    """What a progress callback receives after every token step.
+
+    ``done`` / ``total`` count token steps over the whole call; ``level_codes`` is set (int64
+    [B, h, w]) on the last token of a transition, so a caller can preview each finished level.
+    """
+
+    scale: int
+    level: int  # the level being written (= scale)
+    token: int  # 0-based index of the token just drawn
+    n_tokens: int
+    done: int
+    total: int
+    level_codes: torch.Tensor | None = None
+
+
+ProgressCallback = Callable[[Progress], None]
+
+
+@dataclass
+class TokenFilter:
+    """Per-step logit processing of one scale. ``None`` disables top-k / top-p."""
+
+    temperature: float = 1.0
+    top_k: int | None = None
+    top_p: float | None = None
+
+    def validate(self, vocab_size: int) -> None:
+        if not self.temperature > 0:
+            raise ValueError(f"temperature must be > 0, got {self.temperature}")
+        if self.top_k is not None and not 1 <= self.top_k:
+            raise ValueError(f"top_k must be >= 1 (or None), got {self.top_k}")
+        if self.top_p is not None and not 0 < self.top_p <= 1:
+            raise ValueError(f"top_p must be in (0, 1] (or None), got {self.top_p}")
+
+    def __call__(self, logits: torch.Tensor) -> torch.Tensor:
+        """float32 logits [B, K] -> filtered logits [B, K] (-inf where removed)."""
+        if self.temperature != 1.0:
+            logits = logits / self.temperature
+        if self.top_k is not None and self.top_k < logits.shape[-1]:
+            kth = torch.topk(logits, self.top_k, dim=-1).values[..., -1:]  # [B, 1]
+            logits = logits.masked_fill(logits < kth, float("-inf"))
+        if self.top_p is not None and self.top_p < 1.0:
+            sorted_logits, order = torch.sort(logits, dim=-1, descending=True)
+            cum = torch.softmax(sorted_logits, dim=-1).cumsum(-1)
+            remove = cum - torch.softmax(sorted_logits, dim=-1) >= self.top_p  # keep the first over top_p
+            remove_orig = torch.zeros_like(remove).scatter(-1, order, remove)
+            logits = logits.masked_fill(remove_orig, float("-inf"))
+        return logits
+
+
+class TokenSampler:
+    """Draws one token per batch item from probabilities."""
+
+    def begin(self, batch: int, n_tokens: int, key: object) -> None:
+        """Called once before a transition's token loop (``key`` names the transition)."""
+
+    def draw(self, probs: torch.Tensor, n: int) -> torch.Tensor:  # pragma: no cover - interface
+        """float32 probs [B, K] -> int64 [B] for token step ``n``."""
+        raise NotImplementedError
+
+
+class PerItemSampler(TokenSampler):
+    """Inverse-CDF sampling with per-item uniforms drawn at the start of each transition."""
+
+    def __init__(self, seeds: Sequence[int]):
+        self.seeds = list(seeds)
+        self.u: torch.Tensor | None = None
+
+    def begin(self, batch: int, n_tokens: int, key: object) -> None:
+        if batch != len(self.seeds):
+            raise ValueError(f"{len(self.seeds)} seeds for a batch of {batch}")
+        self.u = rng.uniform(rng.generators(self.seeds, "tokens", key), n_tokens)  # [B, N] float64
+
+    def draw(self, probs: torch.Tensor, n: int) -> torch.Tensor:
+        cdf = probs.double().cumsum(-1)  # [B, K]
+        u = self.u[:, n].to(cdf.device) * cdf[:, -1]  # [B]
+        idx = torch.searchsorted(cdf, u[:, None], right=True)[:, 0]
+        return idx.clamp_(max=probs.shape[-1] - 1)
+
+
+class TorchMultinomialSampler(TokenSampler):
+    """``torch.multinomial(probs, 1)`` per step: the original code's draws (for replay)."""
+
+    def __init__(self, generator: torch.Generator | None = None):
+        self.generator = generator
+
+    def draw(self, probs: torch.Tensor, n: int) -> torch.Tensor:
+        return torch.multinomial(probs, 1, generator=self.generator)[:, 0]
+
+
+@dataclass
+class Known:
+    """Tokens a transition must reproduce: ``tokens`` int64 [B, N], ``mask`` bool [B, N] (True = known)."""
+
+    tokens: torch.Tensor
+    mask: torch.Tensor
+
+
+def run_transition(
+    net: torch.nn.Module,
+    x_in: torch.Tensor,
+    scale: int,
+    *,
+    cond_tokens: torch.Tensor | None,
+    token_filter: TokenFilter,
+    sampler: TokenSampler,
+    null_tokens: torch.Tensor | None = None,
+    guidance: float = 1.0,
+    known: Known | None = None,
+    on_token: Callable[[int, torch.Tensor], None] | None = None,
+) -> torch.Tensor:
+    """Sample ``x_scale`` from ``x_{scale+1}`` with one scale's network.
+
+    x_in: int64 [B, N] codes of the input level (ignored by a decoder-only scale).
+    cond_tokens / null_tokens: int64 [B, P] condition and unconditional tokens (guidance when
+    ``guidance != 1`` and ``null_tokens`` is given). Returns int64 [B, N].
+    ``on_token(n, out)`` is called after each token (progress, cancel).
+    """
+    b, n_tokens = x_in.shape
+    guided = guidance != 1.0 and null_tokens is not None
+    if guided:
+        state = net.prepare(torch.cat([x_in, x_in]), scale, torch.cat([cond_tokens, null_tokens]), n_tokens)
+    else:
+        state = net.prepare(x_in, scale, cond_tokens, n_tokens)
+    sampler.begin(b, n_tokens, ("scale", scale))
+    out = torch.empty(b, n_tokens, dtype=torch.long, device=x_in.device)
+    if known is not None:
+        known_tokens = known.tokens.to(x_in.device)
+        known_mask = known.mask.to(x_in.device)
+        vocab = net.cfg.vocab_size
+        forced = torch.full((b, vocab), float("-inf"), device=x_in.device)
+    prev = None
+    for n in range(n_tokens):
+        logits = net.step(state, n, prev, scale).float()  # [B or 2B, K]
+        if guided:
+            cond_logits, uncond_logits = logits[:b], logits[b:]
+            logits = uncond_logits + guidance * (cond_logits - uncond_logits)
+        if known is not None:
+            row = known_mask[:, n]  # [B]
+            if bool(row.any()):
+                one = forced.scatter(1, known_tokens[:, n : n + 1], 0.0)  # 0 at the known id, -inf elsewhere
+                logits = torch.where(row[:, None], one, logits)
+        probs = torch.softmax(token_filter(logits), dim=-1)
+        token = sampler.draw(probs, n)  # [B]
+        if known is not None:
+            token = torch.where(known_mask[:, n], known_tokens[:, n], token)
+        out[:, n] = token
+        prev = torch.cat([token, token]) if guided else token
+        if on_token is not None:
+            on_token(n, out)
+    return out

@@ -1,0 +1,356 @@
+"""The per-scale transformers.
+
+Two kinds (see :class:`~imagebart_core.config.TransformerConfig`):
+
+* :class:`EncoderDecoderScale` models ``p(x_s | x_{s+1}, c)``: a bidirectional encoder reads
+  ``[s, condition, x_{s+1}]``; a causal decoder writes ``x_s`` token by token (raster order,
+  starting from SOS = 0) and cross-attends to the encoder output.
+* :class:`DecoderOnlyScale` models the top transition, whose input is pure noise: one causal stack
+  over ``[s, condition, x_s]``.
+
+Both are pre-norm (LayerNorm eps 1e-5), use ``scaled_dot_product_attention``, learned absolute
+positions, and a GELU feed-forward of ``ff_mult * dim``. Autoregressive decoding keeps a KV
+cache; the encoder's cross-attention keys/values are computed once per transition.
+
+The scale token ``s`` indexes the same embedding table as the image tokens (as in the original
+release); so do class ids when ``shared_class_embedding`` is set. Otherwise classes (plus one null
+row) and text tokens have their own table ``cond_emb``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from .config import DECODER_ONLY, ConditioningConfig, TransformerConfig
+
+SOS_TOKEN = 0
+
+
+class Attention(nn.Module):
+    """Multi-head attention; q/k/v without bias unless ``qkv_bias``; the output projection has one."""
+
+    def __init__(self, dim: int, heads: int, dim_head: int, qkv_bias: bool):
+        super().__init__()
+        inner = heads * dim_head
+        self.heads, self.dim_head = heads, dim_head
+        self.to_q = nn.Linear(dim, inner, bias=qkv_bias)
+        self.to_k = nn.Linear(dim, inner, bias=qkv_bias)
+        self.to_v = nn.Linear(dim, inner, bias=qkv_bias)
+        self.to_out = nn.Linear(inner, dim)
+
+    def split(self, t: torch.Tensor) -> torch.Tensor:
+        """[B, L, H*dh] -> [B, H, L, dh]."""
+        b, n, _ = t.shape
+        return t.view(b, n, self.heads, self.dim_head).transpose(1, 2)
+
+    def project_kv(self, context: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Keys and values of ``context`` [B, L, D]: two [B, H, L, dh]."""
+        return self.split(self.to_k(context)), self.split(self.to_v(context))
+
+    def attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask=None, causal=False) -> torch.Tensor:
+        """q [B,H,Lq,dh], k/v [B,H,Lk,dh] -> [B, Lq, D]. ``mask`` bool [Lq, Lk], True = attend."""
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=causal)  # [B,H,Lq,dh]
+        b, h, n, d = out.shape
+        return self.to_out(out.transpose(1, 2).reshape(b, n, h * d))
+
+    def forward(self, x: torch.Tensor, context: torch.Tensor | None = None, mask=None, causal=False):
+        """Full (non-incremental) attention of x [B, L, D] over itself or ``context``."""
+        q = self.split(self.to_q(x))
+        k, v = self.project_kv(x if context is None else context)
+        return self.attend(q, k, v, mask=mask, causal=causal)
+
+
+class FeedForward(nn.Module):
+    def __init__(self, dim: int, mult: int):
+        super().__init__()
+        self.fc1 = nn.Linear(dim, dim * mult)
+        self.fc2 = nn.Linear(dim * mult, dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc2(F.gelu(self.fc1(x)))
+
+
+class SelfAttentionBlock(nn.Module):
+    """Pre-norm self-attention + feed-forward (encoder layers and decoder-only layers)."""
+
+    def __init__(self, cfg: TransformerConfig):
+        super().__init__()
+        self.attn_norm = nn.LayerNorm(cfg.dim)
+        self.attn = Attention(cfg.dim, cfg.heads, cfg.dim_head, cfg.qkv_bias)
+        self.ff_norm = nn.LayerNorm(cfg.dim)
+        self.ff = FeedForward(cfg.dim, cfg.ff_mult)
+
+    def forward(self, x: torch.Tensor, mask=None, causal=False) -> torch.Tensor:
+        x = x + self.attn(self.attn_norm(x), mask=mask, causal=causal)
+        return x + self.ff(self.ff_norm(x))
+
+    def step(self, x: torch.Tensor, cache: LayerCache, mask=None) -> torch.Tensor:
+        """Incremental: x [B, L, D] at positions cache.length .. +L, attending to the cache too."""
+        h = self.attn_norm(x)
+        q = self.attn.split(self.attn.to_q(h))
+        k, v = cache.append(*self.attn.project_kv(h))
+        x = x + self.attn.attend(q, k, v, mask=mask)
+        return x + self.ff(self.ff_norm(x))
+
+
+class DecoderBlock(nn.Module):
+    """Pre-norm causal self-attention, cross-attention to the encoder, feed-forward."""
+
+    def __init__(self, cfg: TransformerConfig):
+        super().__init__()
+        self.self_norm = nn.LayerNorm(cfg.dim)
+        self.self_attn = Attention(cfg.dim, cfg.heads, cfg.dim_head, cfg.qkv_bias)
+        self.cross_norm = nn.LayerNorm(cfg.dim)
+        self.cross_attn = Attention(cfg.dim, cfg.heads, cfg.dim_head, cfg.qkv_bias)
+        self.ff_norm = nn.LayerNorm(cfg.dim)
+        self.ff = FeedForward(cfg.dim, cfg.ff_mult)
+
+    def forward(self, x: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
+        x = x + self.self_attn(self.self_norm(x), causal=True)
+        x = x + self.cross_attn(self.cross_norm(x), context=context)
+        return x + self.ff(self.ff_norm(x))
+
+    def step(self, x: torch.Tensor, cache: LayerCache, cross_kv: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+        """One new position x [B, 1, D]; ``cross_kv`` are the encoder keys/values of this layer."""
+        h = self.self_norm(x)
+        q = self.self_attn.split(self.self_attn.to_q(h))
+        k, v = cache.append(*self.self_attn.project_kv(h))
+        x = x + self.self_attn.attend(q, k, v)
+        h = self.cross_norm(x)
+        q = self.cross_attn.split(self.cross_attn.to_q(h))
+        x = x + self.cross_attn.attend(q, *cross_kv)
+        return x + self.ff(self.ff_norm(x))
+
+
+@dataclass
+class LayerCache:
+    """Preallocated keys/values of one layer: [B, H, capacity, dh] each, filled up to ``length``."""
+
+    k: torch.Tensor
+    v: torch.Tensor
+    length: int = 0
+
+    @classmethod
+    def empty(cls, batch: int, heads: int, capacity: int, dim_head: int, like: torch.Tensor) -> LayerCache:
+        shape = (batch, heads, capacity, dim_head)
+        return cls(like.new_empty(shape), like.new_empty(shape))
+
+    def append(self, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Write k/v [B, H, L, dh] at the end; return views of everything cached so far."""
+        n = k.shape[2]
+        end = self.length + n
+        if end > self.k.shape[2]:
+            raise RuntimeError(f"KV cache overflow: {end} > capacity {self.k.shape[2]}")
+        self.k[:, :, self.length : end] = k
+        self.v[:, :, self.length : end] = v
+        self.length = end
+        return self.k[:, :, :end], self.v[:, :, :end]
+
+
+@dataclass
+class DecodeState:
+    """Everything one autoregressive pass over a scale needs between token steps."""
+
+    caches: list[LayerCache]
+    x_in: torch.Tensor | None  # [B, N] int64 input level (for the residual term), or None
+    cross_kv: list[tuple[torch.Tensor, torch.Tensor]] = field(default_factory=list)
+    prefix_logits: torch.Tensor | None = None  # decoder-only: logits for token 0 [B, K]
+
+
+class _PrefixEmbedding(nn.Module):
+    """Embeds ``[scale, condition]`` with the shared token table or a separate condition table."""
+
+    def __init__(self, dim: int, cond: ConditioningConfig):
+        super().__init__()
+        self.cond_kind = cond.kind
+        self.shared = cond.kind == "class" and cond.shared_class_embedding
+        self.cond_emb: nn.Embedding | None = None
+        if cond.kind == "class" and not self.shared:
+            self.cond_emb = nn.Embedding(cond.num_classes + 1, dim)  # the last row is the null class
+        elif cond.kind == "text":
+            self.cond_emb = nn.Embedding(cond.text_vocab_size, dim)
+
+    def forward(self, token_emb: nn.Embedding, scale: int, cond_tokens: torch.Tensor | None, batch: int):
+        """-> [B, 1 + P, D]: the scale token then the condition tokens."""
+        scale_ids = torch.full((batch, 1), scale, dtype=torch.long, device=token_emb.weight.device)
+        parts = [token_emb(scale_ids)]
+        if self.cond_kind != "none":
+            if cond_tokens is None:
+                raise ValueError("this model is conditional: a condition is required")
+            table = token_emb if self.shared else self.cond_emb
+            parts.append(table(cond_tokens.to(token_emb.weight.device)))
+        elif cond_tokens is not None and cond_tokens.numel() > 0:
+            raise ValueError("this model is unconditional: it takes no condition")
+        return torch.cat(parts, dim=1)
+
+
+class EncoderDecoderScale(nn.Module):
+    """``p(x_s | x_{s+1}, c)``: bidirectional encoder + causal decoder with cross-attention."""
+
+    def __init__(self, cfg: TransformerConfig, cond: ConditioningConfig, residual_alpha: float = 1.0):
+        super().__init__()
+        self.cfg = cfg
+        self.prefix = _PrefixEmbedding(cfg.dim, cond)
+        self.enc_token_emb = nn.Embedding(cfg.input_vocab_size, cfg.dim)
+        self.enc_pos_emb = nn.Embedding(cfg.context_len, cfg.dim)
+        self.encoder = nn.ModuleList(SelfAttentionBlock(cfg) for _ in range(cfg.depth))
+        self.enc_norm = nn.LayerNorm(cfg.dim)
+        self.dec_token_emb = nn.Embedding(cfg.vocab_size, cfg.dim)
+        self.dec_pos_emb = nn.Embedding(cfg.target_len, cfg.dim)
+        self.decoder = nn.ModuleList(DecoderBlock(cfg) for _ in range(cfg.decoder_depth))
+        self.dec_norm = nn.LayerNorm(cfg.dim)
+        self.to_logits = nn.Linear(cfg.dim, cfg.vocab_size)
+        if cfg.residual:
+            self.log_scalors = nn.Parameter(torch.zeros(cfg.residual_num_scalors))
+        # alpha_s = 1 - beta_s of this transition, float32 (the residual term; not a weight)
+        self.register_buffer("residual_alpha", torch.tensor(residual_alpha, dtype=torch.float32), persistent=False)
+
+    # -- pieces -----------------------------------------------------------------------------------
+    def encode(self, x_in: torch.Tensor, scale: int, cond_tokens: torch.Tensor | None) -> torch.Tensor:
+        """[B, N] int64 input level -> encoder output [B, 1 + P + N, D] (final-normed)."""
+        b, n = x_in.shape
+        prefix = self.prefix(self.enc_token_emb, scale, cond_tokens, b)  # [B, 1+P, D]
+        h = torch.cat([prefix, self.enc_token_emb(x_in)], dim=1)  # [B, L, D]
+        if h.shape[1] > self.cfg.context_len:
+            raise ValueError(f"encoder input of {h.shape[1]} tokens exceeds the trained {self.cfg.context_len}")
+        h = h + self.enc_pos_emb.weight[: h.shape[1]]
+        for block in self.encoder:
+            h = block(h)
+        return self.enc_norm(h)
+
+    def residual(self, logits: torch.Tensor, x_in: torch.Tensor, scale: int) -> torch.Tensor:
+        """ResidualScaled: logits * exp(log_scalors[s-1]) + log(alpha onehot(x_in) + (1-alpha)/K)."""
+        if not self.cfg.residual:
+            return logits
+        alpha = self.residual_alpha
+        k = self.cfg.vocab_size
+        onehot = F.one_hot(x_in, k).to(torch.float32)  # [B, N, K]
+        log_q = torch.log(alpha * onehot + (1.0 - alpha) * 1.0 / k)
+        return logits * torch.exp(self.log_scalors[scale - 1]) + log_q.to(logits.dtype)
+
+    def forward(self, x_in, target, scale: int, cond_tokens=None) -> torch.Tensor:
+        """Teacher-forced logits: x_in, target int64 [B, N] -> float [B, N, K]; position n scores target[n]."""
+        enc = self.encode(x_in, scale, cond_tokens)
+        b, n = target.shape
+        dec_in = torch.cat([target.new_full((b, 1), SOS_TOKEN), target[:, :-1]], dim=1)  # [B, N]
+        h = self.dec_token_emb(dec_in) + self.dec_pos_emb.weight[:n]
+        for block in self.decoder:
+            h = block(h, enc)
+        logits = self.to_logits(self.dec_norm(h))  # [B, N, K]
+        return self.residual(logits, x_in, scale)
+
+    # -- autoregressive decoding -------------------------------------------------------------------
+    def prepare(self, x_in: torch.Tensor, scale: int, cond_tokens=None, n_tokens: int | None = None) -> DecodeState:
+        """Run the encoder once and precompute every layer's cross-attention keys/values."""
+        enc = self.encode(x_in, scale, cond_tokens)  # [B, L, D]
+        n = n_tokens or x_in.shape[1]
+        b = x_in.shape[0]
+        caches = [LayerCache.empty(b, self.cfg.heads, n, self.cfg.dim_head, enc) for _ in self.decoder]
+        cross = [blk.cross_attn.project_kv(enc) for blk in self.decoder]
+        return DecodeState(caches=caches, x_in=x_in, cross_kv=cross)
+
+    def step(self, state: DecodeState, n: int, prev: torch.Tensor | None, scale: int) -> torch.Tensor:
+        """Logits [B, K] for token n given the previous token ``prev`` [B] (None at n = 0 = SOS)."""
+        b = state.caches[0].k.shape[0]
+        if prev is None:
+            prev = torch.full((b,), SOS_TOKEN, dtype=torch.long, device=self.dec_pos_emb.weight.device)
+        h = self.dec_token_emb(prev[:, None]) + self.dec_pos_emb.weight[n]  # [B, 1, D]
+        for block, cache, kv in zip(self.decoder, state.caches, state.cross_kv):
+            h = block.step(h, cache, kv)
+        logits = self.to_logits(self.dec_norm(h))  # [B, 1, K]
+        if self.cfg.residual:
+            logits = self.residual(logits, state.x_in[:, n : n + 1], scale)
+        return logits[:, 0]
+
+
+def prefix_mask(length: int, unmasked: int, device=None) -> torch.Tensor:
+    """bool [L, L], True = attend: causal, except that the first ``unmasked`` positions see each other."""
+    mask = torch.ones(length, length, dtype=torch.bool, device=device).tril()
+    if unmasked > 0:
+        mask[:unmasked, :unmasked] = True
+    return mask
+
+
+class DecoderOnlyScale(nn.Module):
+    """The top transition: a causal stack over ``[s, condition, x_s]`` (its input level is noise)."""
+
+    def __init__(self, cfg: TransformerConfig, cond: ConditioningConfig):
+        super().__init__()
+        self.cfg = cfg
+        self.prefix = _PrefixEmbedding(cfg.dim, cond)
+        self.token_emb = nn.Embedding(cfg.input_vocab_size, cfg.dim)
+        self.pos_emb = nn.Parameter(torch.zeros(1, cfg.context_len, cfg.dim))
+        self.blocks = nn.ModuleList(SelfAttentionBlock(cfg) for _ in range(cfg.depth))
+        self.norm = nn.LayerNorm(cfg.dim)
+        self.head = nn.Linear(cfg.dim, cfg.vocab_size, bias=False)
+
+    def _mask(self, length: int, device) -> torch.Tensor:
+        return prefix_mask(length, max(self.cfg.unmasked_prefix, 0), device)
+
+    def forward(self, x_in, target, scale: int, cond_tokens=None) -> torch.Tensor:
+        """Teacher-forced logits [B, N, K] for ``target`` [B, N]; ``x_in`` is ignored (pure noise)."""
+        b, n = target.shape
+        prefix = self.prefix(self.token_emb, scale, cond_tokens, b)  # [B, P1, D]
+        p1 = prefix.shape[1]
+        h = torch.cat([prefix, self.token_emb(target[:, :-1])], dim=1)  # [B, P1 + N - 1, D]
+        length = h.shape[1]
+        if length > self.cfg.context_len:
+            raise ValueError(f"sequence of {length} tokens exceeds the trained {self.cfg.context_len}")
+        h = h + self.pos_emb[:, :length]
+        mask = self._mask(length, h.device)
+        for block in self.blocks:
+            h = block(h, mask=mask)
+        return self.head(self.norm(h))[:, p1 - 1 :]
+
+    def prepare(self, x_in, scale: int, cond_tokens=None, n_tokens: int | None = None, batch=None) -> DecodeState:
+        """Run the prefix once, filling the cache; its last position gives the logits of token 0."""
+        b = batch if batch is not None else x_in.shape[0]
+        n = n_tokens if n_tokens is not None else x_in.shape[1]
+        prefix = self.prefix(self.token_emb, scale, cond_tokens, b)  # [B, P1, D]
+        p1 = prefix.shape[1]
+        capacity = p1 + n - 1
+        caches = [
+            LayerCache.empty(b, self.cfg.heads, capacity, self.cfg.dim_head, prefix) for _ in self.blocks
+        ]
+        h = prefix + self.pos_emb[:, :p1]
+        mask = self._mask(p1, h.device)
+        for block, cache in zip(self.blocks, caches):
+            h = block.step(h, cache, mask=mask)
+        logits = self.head(self.norm(h[:, -1]))  # [B, K]
+        return DecodeState(caches=caches, x_in=None, prefix_logits=logits)
+
+    def step(self, state: DecodeState, n: int, prev: torch.Tensor | None, scale: int) -> torch.Tensor:
+        """Logits [B, K] for token n; ``prev`` [B] is token n-1 (None at n = 0)."""
+        if n == 0:
+            return state.prefix_logits
+        pos = state.caches[0].length
+        h = self.token_emb(prev[:, None]) + self.pos_emb[:, pos]  # [B, 1, D]
+        for block, cache in zip(self.blocks, state.caches):
+            h = block.step(h, cache)
+        return self.head(self.norm(h))[:, 0]
+
+
+def build_scale(cfg: TransformerConfig, cond: ConditioningConfig, residual_alpha: float = 1.0) -> nn.Module:
+    """The network of one scale from its config."""
+    if cfg.kind == DECODER_ONLY:
+        return DecoderOnlyScale(cfg, cond)
+    return EncoderDecoderScale(cfg, cond, residual_alpha)
+
+
+def init_weights(module: nn.Module, std: float = 0.02) -> None:
+    """GPT-style initialisation: normal(0, std) for linear/embedding weights, zero biases."""
+    for m in module.modules():
+        if isinstance(m, (nn.Linear, nn.Embedding)):
+            nn.init.normal_(m.weight, 0.0, std)
+            if isinstance(m, nn.Linear) and m.bias is not None:
+                nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.LayerNorm):
+            nn.init.ones_(m.weight)
+            nn.init.zeros_(m.bias)
+    for m in module.modules():
+        if isinstance(m, DecoderOnlyScale):
+            nn.init.normal_(m.pos_emb, 0.0, std)
