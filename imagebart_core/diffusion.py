@@ -83,7 +83,7 @@ class MultinomialDiffusion:
     """Forward process, posterior and KL for a fixed schedule over K codes."""
 
     def __init__(self, betas: Sequence[float], vocab_size: int):
-        self.betas = torch.tensor(list(betas), dtype=torch.float32)  # [T]
+        self.betas = torch.tensor(list(betas), dtype=torch.float32, device="cpu")  # [T]
         self.alphas = 1.0 - self.betas  # [T]
         self.alpha_bar = torch.cumprod(self.alphas, 0)  # [T], alpha_bar[0] = 1
         self.K = int(vocab_size)
@@ -163,7 +163,7 @@ class MultinomialDiffusion:
             raise ValueError("can only noise towards higher levels")
         if to_level == from_level:
             return x.clone()
-        i, j = self._check_level(from_level) , self._check_level(to_level)
+        i, j = self._check_level(from_level), self._check_level(to_level)
         keep = float(self.alpha_bar[j] / self.alpha_bar[i]) if float(self.alpha_bar[i]) > 0 else 0.0
         return self.redraw(x, 1.0 - keep, gens)
 

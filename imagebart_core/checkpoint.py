@@ -1,0 +1,166 @@
+"""The native model file: one ``.safetensors`` holding every tensor and the config as JSON metadata.
+
+Metadata keys: ``format`` = "imagebart", ``format_version``, ``config`` (the ModelConfig JSON) and
+``codebook_id``. Loading never unpickles; it checks that the file is complete, that every tensor the
+config implies is present with the right shape, and names what is missing or unexpected.
+Saving is atomic (a temporary file in the same folder, then a rename) and never overwrites an
+existing file unless asked.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+
+import torch
+from safetensors import safe_open
+from safetensors.torch import save_file
+
+from .config import FORMAT_VERSION, ModelConfig
+from .model import ImageBART
+from .vqgan import _check_used as check_used
+
+FORMAT_NAME = "imagebart"
+
+
+class ModelFileError(ValueError):
+    """A model file that cannot be used, with a message that says why and where."""
+
+
+def _check_path(path: str | os.PathLike) -> Path:
+    p = Path(path)
+    if not p.is_file():
+        raise FileNotFoundError(f"ImageBART model file not found: {p}")
+    return p
+
+
+def read_metadata(path: str | os.PathLike) -> dict[str, str]:
+    """The safetensors header metadata of a model file (cheap: no tensors are read)."""
+    p = _check_path(path)
+    try:
+        with safe_open(str(p), framework="pt") as f:
+            meta = f.metadata() or {}
+    except Exception as exc:  # safetensors raises its own error types for corrupt headers
+        raise ModelFileError(f"{p} is not a readable .safetensors file (truncated or corrupt?): {exc}") from exc
+    if meta.get("format") != FORMAT_NAME:
+        raise ModelFileError(f"{p} is a .safetensors file but not an ImageBART model (no format=imagebart metadata)")
+    version = int(meta.get("format_version", "0"))
+    if version > FORMAT_VERSION:
+        raise ModelFileError(f"{p} uses model-file format {version}; this version of the pack reads up to "
+                             f"{FORMAT_VERSION}. Update the pack.")
+    return meta
+
+
+def read_config(path: str | os.PathLike) -> ModelConfig:
+    """The ModelConfig stored in a model file."""
+    meta = read_metadata(path)
+    try:
+        return ModelConfig.from_json(meta["config"])
+    except (KeyError, ValueError, TypeError) as exc:
+        raise ModelFileError(f"{path}: the stored model config is missing or invalid: {exc}") from exc
+
+
+def save_model(model: ImageBART, path: str | os.PathLike, overwrite: bool = False,
+               extra_metadata: dict[str, str] | None = None) -> Path:
+    """Write ``model`` to ``path`` atomically. Refuses to replace an existing file unless ``overwrite``."""
+    p = Path(path)
+    if p.exists() and not overwrite:
+        raise FileExistsError(f"{p} exists; pass overwrite=True to replace it")
+    p.parent.mkdir(parents=True, exist_ok=True)
+    tensors = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+    meta = {
+        "format": FORMAT_NAME,
+        "format_version": str(FORMAT_VERSION),
+        "config": model.config.to_json(),
+        "codebook_id": model.codebook_id,
+    }
+    if extra_metadata:
+        meta.update({str(k): str(v) for k, v in extra_metadata.items()})
+    fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".tmp", dir=str(p.parent))
+    os.close(fd)
+    try:
+        save_file(tensors, tmp, metadata=meta)
+        with open(tmp, "rb") as fh:
+            os.fsync(fh.fileno())
+        os.replace(tmp, p)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+    return p
+
+
+def load_model(path: str | os.PathLike, device: str | torch.device = "cpu",
+               dtype: torch.dtype = torch.float32) -> ImageBART:
+    """Load a native model file. Transformers in ``dtype``; the VQGAN always float32.
+
+    Raises FileNotFoundError for a missing file and ModelFileError for anything that does not fit.
+    """
+    p = _check_path(path)
+    config = read_config(p)
+    try:
+        config.validate()
+    except ValueError as exc:
+        raise ModelFileError(f"{p}: inconsistent model config: {exc}") from exc
+    with torch.device("meta"):
+        model = ImageBART(config, init=False)
+    expected = {k: v for k, v in model.state_dict().items()}
+    try:
+        with safe_open(str(p), framework="pt", device="cpu") as f:
+            names = set(f.keys())
+            missing = sorted(set(expected) - names)
+            unexpected = sorted(names - set(expected))
+            if missing or unexpected:
+                raise ModelFileError(
+                    f"{p} does not match its config: missing tensors {_short(missing)}; "
+                    f"unexpected tensors {_short(unexpected)}"
+                )
+            state = {}
+            for name in expected:
+                shape = tuple(f.get_slice(name).get_shape())
+                want = tuple(expected[name].shape)
+                if name == "vqgan.quantize.used":
+                    want = (config.vocab_size,)
+                if shape != want:
+                    raise ModelFileError(f"{p}: tensor {name} has shape {shape}, expected {want}")
+                tensor = f.get_tensor(name)
+                if tensor.is_floating_point():
+                    tensor = tensor.to(torch.float32 if name.startswith("vqgan.") else dtype)
+                state[name] = tensor
+    except ModelFileError:
+        raise
+    except Exception as exc:
+        raise ModelFileError(f"{p} could not be read (truncated or corrupt?): {exc}") from exc
+    try:
+        check_used(state["vqgan.quantize.used"], config.vqgan.n_embed)
+    except ValueError as exc:
+        raise ModelFileError(f"{p}: invalid shrink list: {exc}") from exc
+    model.load_state_dict(state, strict=True, assign=True)
+    _rebuild_derived(model)
+    model.to(device)
+    model.eval()
+    return model
+
+
+def _rebuild_derived(model: ImageBART) -> None:
+    """Re-create non-persistent buffers (left on the meta device by construction there)."""
+    for s, scale in enumerate(model.scales, start=1):
+        if hasattr(scale, "residual_alpha"):
+            scale.residual_alpha = torch.tensor(float(model.diffusion.alphas[s]), dtype=torch.float32)
+
+
+def _short(names: list[str], limit: int = 8) -> str:
+    if not names:
+        return "none"
+    shown = ", ".join(names[:limit])
+    return shown + (f" and {len(names) - limit} more" if len(names) > limit else "")
+
+
+def describe(path: str | os.PathLike) -> str:
+    """One line about a model file: name, scales, grid, vocabulary, conditioning, source."""
+    cfg = read_config(path)
+    src = json.dumps(cfg.source)[:120]
+    return (f"{cfg.name}: {cfg.n_scales} scales, grid {cfg.grid[0]}x{cfg.grid[1]}, K={cfg.vocab_size}, "
+            f"conditioning={cfg.conditioning.kind}, source={src}")
