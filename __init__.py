@@ -1,0 +1,41 @@
+"""ComfyUI entry point of the ImageBART node pack.
+
+Only does ComfyUI-specific work when ComfyUI is present (``folder_paths`` importable): it registers the
+``models/imagebart`` model folder and exposes :func:`comfy_entrypoint`, which imports the nodes lazily.
+Without ComfyUI it defines nothing and imports nothing heavy, so the library (``imagebart_core``) and the
+training package can be used on their own.
+"""
+
+import logging
+import os
+
+logger = logging.getLogger(__name__)
+
+#: Name of the model folder: ``ComfyUI/models/imagebart/`` (more paths via extra_model_paths.yaml).
+MODEL_FOLDER = "imagebart"
+MODEL_EXTENSIONS = {".safetensors"}
+
+try:
+    import folder_paths
+except ImportError:
+    folder_paths = None
+
+if folder_paths is not None:
+
+    def _register_model_folder() -> None:
+        """Add ``models/imagebart`` to ComfyUI's folders, keeping paths from extra_model_paths.yaml."""
+        default = os.path.join(folder_paths.models_dir, MODEL_FOLDER)
+        paths, _ = folder_paths.folder_names_and_paths.get(MODEL_FOLDER, ([], set()))
+        paths = list(paths)
+        if default not in paths:
+            paths.append(default)
+        folder_paths.folder_names_and_paths[MODEL_FOLDER] = (paths, set(MODEL_EXTENSIONS))
+        logger.debug("ImageBART model folders: %s", paths)
+
+    _register_model_folder()
+
+    async def comfy_entrypoint():
+        """ComfyUI V3 entry point: the extension that lists the ImageBART nodes."""
+        from .nodes import ImageBARTExtension
+
+        return ImageBARTExtension()

@@ -1,0 +1,1 @@
+"""Standalone ImageBART training: VQGAN, codebook shrinking, one process per scale, assembly (see training/*.py)."""
