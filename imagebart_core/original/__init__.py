@@ -1,0 +1,1 @@
+"""Support for the original CompVis ImageBART release: its architectures and checkpoint conversion."""
