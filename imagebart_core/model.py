@@ -32,6 +32,9 @@ from .sampling import (
 )
 from .transformer import build_scale, init_weights
 from .vqgan import VQGAN
+from .windows import ConditionBlend, run_windowed_transition
+
+AnyCondition = Condition | ConditionBlend | None
 
 
 class ImageBART(nn.Module):
@@ -110,6 +113,12 @@ class ImageBART(nn.Module):
     def null_condition(self, batch: int) -> Condition:
         return conditioning_lib.null_condition(self.config.conditioning, batch)
 
+    def _cond_plan(self, cond: AnyCondition, batch: int):
+        """-> (one token tensor [B, P] (or None) per condition, weights_at(x) for a horizontal blend)."""
+        if isinstance(cond, ConditionBlend):
+            return [self._cond_tokens(c, batch) for c in cond.conditions], cond.weights
+        return [self._cond_tokens(cond, batch)], _single_weight
+
     def _cond_tokens(self, cond: Condition | None, batch: int) -> torch.Tensor | None:
         kind = self.config.conditioning.kind
         if kind == "none":
@@ -160,12 +169,14 @@ class ImageBART(nn.Module):
             raise ValueError(f"code ids must lie in [0, {self.config.vocab_size})")
 
     def _check_grid(self, grid: tuple[int, int]) -> tuple[int, int]:
+        """Grids at least the trained size along both axes are allowed (larger ones use sliding windows)."""
         h, w = int(grid[0]), int(grid[1])
-        if (h, w) != tuple(self.config.grid):
-            th, tw = self.config.grid
+        th, tw = self.config.grid
+        if h < th or w < tw:
+            f = self.config.vqgan.factor
             raise ValueError(
-                f"grid {h}x{w} tokens ({h * self.config.vqgan.factor}x{w * self.config.vqgan.factor} px) "
-                f"differs from the trained grid {th}x{tw}; use sliding-window sampling for other sizes"
+                f"grid {h}x{w} tokens ({h * f}x{w * f} px) is smaller than the trained grid {th}x{tw} "
+                f"({th * f}x{tw * f} px); use images at least that large"
             )
         return h, w
 
@@ -217,28 +228,39 @@ class ImageBART(nn.Module):
             return None
         return self.null_condition(batch).tokens.to(self.device)
 
-    def _transition(self, scale: int, x_in: torch.Tensor, *, cond_tokens, null_tokens, guidance, token_filter,
-                    sampler: TokenSampler, known=None, progress=None, sampler_key=None) -> torch.Tensor:
+    def _transition(self, scale: int, x_in: torch.Tensor, *, cond_plan, null_tokens, guidance, token_filter,
+                    sampler: TokenSampler, known=None, progress=None, sampler_key=None,
+                    window_stride=None) -> torch.Tensor:
         """x_in int64 [B, h, w] at level scale+1 -> int64 [B, h, w] at level ``scale``."""
         b, h, w = x_in.shape
         net = self.scales[scale - 1]
         n = h * w
+        cond_sets, weights_at = cond_plan
+        on_token = None if progress is None else (lambda i, o: progress(scale, i, n, o, (h, w)))
         if sampler_key is not None:
             original_begin = sampler.begin
             sampler.begin = lambda batch, n_tokens, key: original_begin(batch, n_tokens, sampler_key)
         try:
-            out = run_transition(
-                net,
-                x_in.reshape(b, n),
-                scale,
-                cond_tokens=cond_tokens,
-                token_filter=token_filter,
-                sampler=sampler,
-                null_tokens=null_tokens,
-                guidance=guidance,
-                known=known,
-                on_token=None if progress is None else (lambda i, o: progress(scale, i, n, o, (h, w))),
-            )
+            if (h, w) != tuple(self.config.grid) or len(cond_sets) > 1:
+                stride = None if window_stride is None else (int(window_stride), int(window_stride))
+                out = run_windowed_transition(
+                    net, x_in, scale, window=tuple(self.config.grid), cond_sets=cond_sets, weights_at=weights_at,
+                    token_filter=token_filter, sampler=sampler, null_tokens=null_tokens, guidance=guidance,
+                    known=known, stride=stride, on_token=on_token,
+                )
+            else:
+                out = run_transition(
+                    net,
+                    x_in.reshape(b, n),
+                    scale,
+                    cond_tokens=cond_sets[0],
+                    token_filter=token_filter,
+                    sampler=sampler,
+                    null_tokens=null_tokens,
+                    guidance=guidance,
+                    known=known,
+                    on_token=on_token,
+                )
         finally:
             if sampler_key is not None:
                 del sampler.begin
@@ -260,7 +282,7 @@ class ImageBART(nn.Module):
     def reverse_step(
         self,
         codes: Codes,
-        cond: Condition | None = None,
+        cond: AnyCondition = None,
         steps: int = 1,
         temperature=None,
         top_k=None,
@@ -269,6 +291,7 @@ class ImageBART(nn.Module):
         guidance: float = 1.0,
         callback: ProgressCallback | None = None,
         sampler: TokenSampler | None = None,
+        window_stride: int | None = None,
     ) -> Codes:
         """Run ``steps`` transitions from ``codes.level`` down (level l -> l - steps)."""
         self.check_codes(codes)
@@ -277,21 +300,22 @@ class ImageBART(nn.Module):
         b = codes.batch_size
         self._check_grid(codes.grid)
         filters = self._filters(temperature, top_k, top_p)
-        cond_tokens = self._cond_tokens(cond, b)
-        null_tokens = self._null_tokens(cond_tokens, guidance, b)
+        cond_plan = self._cond_plan(cond, b)
+        null_tokens = self._null_tokens(cond_plan[0][0], guidance, b)
         sampler = sampler or PerItemSampler(rng.item_seeds(seed, b))
         progress = self._progress(callback, steps * codes.grid[0] * codes.grid[1])
         x = codes.tokens.to(self.device)
         for scale in range(codes.level - 1, codes.level - 1 - steps, -1):
-            x = self._transition(scale, x, cond_tokens=cond_tokens, null_tokens=null_tokens, guidance=guidance,
-                                 token_filter=filters[scale - 1], sampler=sampler, progress=progress)
+            x = self._transition(scale, x, cond_plan=cond_plan, null_tokens=null_tokens, guidance=guidance,
+                                 token_filter=filters[scale - 1], sampler=sampler, progress=progress,
+                                 window_stride=window_stride)
         return codes.with_tokens(x, codes.level - steps)
 
     @torch.no_grad()
     def sample(
         self,
         batch: int,
-        cond: Condition | None = None,
+        cond: AnyCondition = None,
         grid: tuple[int, int] | None = None,
         seed: int | Sequence[int] = 0,
         temperature=None,
@@ -299,11 +323,13 @@ class ImageBART(nn.Module):
         top_p=None,
         guidance: float = 1.0,
         callback: ProgressCallback | None = None,
+        window_stride: int | None = None,
     ) -> Codes:
         """The whole chain from noise: Codes at level 1. Equals random_codes + reverse_step(all) with one seed."""
         codes = self.random_codes(batch, grid, seed)
         return self.reverse_step(codes, cond, steps=self.n_scales, temperature=temperature, top_k=top_k,
-                                 top_p=top_p, seed=seed, guidance=guidance, callback=callback)
+                                 top_p=top_p, seed=seed, guidance=guidance, callback=callback,
+                                 window_stride=window_stride)
 
     @torch.no_grad()
     def noise(self, codes: Codes, level: int, seed: int | Sequence[int] = 0) -> Codes:
@@ -346,7 +372,7 @@ class ImageBART(nn.Module):
         self,
         codes: Codes,
         mask: torch.Tensor,
-        cond: Condition | None = None,
+        cond: AnyCondition = None,
         start_level: int | None = None,
         passes=None,
         seed: int | Sequence[int] = 0,
@@ -356,6 +382,7 @@ class ImageBART(nn.Module):
         guidance: float = 1.0,
         callback: ProgressCallback | None = None,
         sampler: TokenSampler | None = None,
+        window_stride: int | None = None,
     ) -> Codes:
         """Regenerate the masked tokens of clean codes, consistent with the rest (paper Sec. 4.3).
 
@@ -382,8 +409,8 @@ class ImageBART(nn.Module):
         if not bool(regen.any()):
             return codes.with_tokens(x1.clone(), 1)
         filters = self._filters(temperature, top_k, top_p)
-        cond_tokens = self._cond_tokens(cond, b)
-        null_tokens = self._null_tokens(cond_tokens, guidance, b)
+        cond_plan = self._cond_plan(cond, b)
+        null_tokens = self._null_tokens(cond_plan[0][0], guidance, b)
         seeds = rng.item_seeds(seed, b)
         sampler = sampler or PerItemSampler(seeds)
         n = x1.shape[1] * x1.shape[2]
@@ -399,9 +426,10 @@ class ImageBART(nn.Module):
                     strength = (1.0 - i / count) * float(self.diffusion.betas[scale])
                     x = self.diffusion.redraw(x, strength, rng.generators(seeds, "refine-renoise", scale, i))
                     x = torch.where(known_mask, x1, x)
-                x = self._transition(scale, x, cond_tokens=cond_tokens, null_tokens=null_tokens, guidance=guidance,
+                x = self._transition(scale, x, cond_plan=cond_plan, null_tokens=null_tokens, guidance=guidance,
                                      token_filter=filters[scale - 1], sampler=sampler, known=known,
-                                     progress=progress, sampler_key=("refine", scale, i))
+                                     progress=progress, sampler_key=("refine", scale, i),
+                                     window_stride=window_stride)
         return codes.with_tokens(x, 1)
 
     # -- teacher forcing -----------------------------------------------------------------------------------
@@ -413,6 +441,10 @@ class ImageBART(nn.Module):
         b = target.shape[0]
         cond_tokens = self._cond_tokens(cond, b)
         return self.scales[scale - 1](x_in.reshape(b, -1), target.reshape(b, -1), scale, cond_tokens)
+
+
+def _single_weight(x: float) -> list[float]:
+    return [1.0]
 
 
 def _version(t: torch.Tensor) -> int | None:

@@ -114,12 +114,14 @@ class DecoderBlock(nn.Module):
         x = x + self.cross_attn(self.cross_norm(x), context=context)
         return x + self.ff(self.ff_norm(x))
 
-    def step(self, x: torch.Tensor, cache: LayerCache, cross_kv: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
-        """One new position x [B, 1, D]; ``cross_kv`` are the encoder keys/values of this layer."""
+    def step(self, x: torch.Tensor, cache: LayerCache, cross_kv: tuple[torch.Tensor, torch.Tensor],
+             mask: torch.Tensor | None = None) -> torch.Tensor:
+        """New positions x [B, L, D] (usually L = 1) after the cached ones; ``cross_kv`` are the encoder
+        keys/values of this layer; ``mask`` bool [L, cached + L] is needed when L > 1 (causal)."""
         h = self.self_norm(x)
         q = self.self_attn.split(self.self_attn.to_q(h))
         k, v = cache.append(*self.self_attn.project_kv(h))
-        x = x + self.self_attn.attend(q, k, v)
+        x = x + self.self_attn.attend(q, k, v, mask=mask)
         h = self.cross_norm(x)
         q = self.cross_attn.split(self.cross_attn.to_q(h))
         x = x + self.cross_attn.attend(q, *cross_kv)
@@ -266,6 +268,34 @@ class EncoderDecoderScale(nn.Module):
             logits = self.residual(logits, state.x_in[:, n : n + 1], scale)
         return logits[:, 0]
 
+    def feed(self, state: DecodeState, inputs: torch.Tensor, scale: int) -> None:
+        """Append decoder inputs [B, L] (SOS first when starting) to the cache in one causal pass.
+
+        Afterwards ``step(state, cached, prev, scale)`` continues as if those inputs had been fed one by one.
+        """
+        start, n = state.caches[0].length, inputs.shape[1]
+        if n == 0:
+            return
+        h = self.dec_token_emb(inputs) + self.dec_pos_emb.weight[start : start + n]  # [B, L, D]
+        mask = chunk_mask(start, n, h.device)
+        for block, cache, kv in zip(self.decoder, state.caches, state.cross_kv):
+            h = block.step(h, cache, kv, mask=mask)
+
+    def fresh_state(self, state: DecodeState) -> DecodeState:
+        """A new decode state over the same encoder output (empty self-attention caches)."""
+        b = state.caches[0].k.shape[0]
+        n = state.caches[0].k.shape[2]
+        like = state.cross_kv[0][0]
+        caches = [LayerCache.empty(b, self.cfg.heads, n, self.cfg.dim_head, like) for _ in self.decoder]
+        return DecodeState(caches=caches, x_in=state.x_in, cross_kv=state.cross_kv)
+
+
+def chunk_mask(start: int, length: int, device=None) -> torch.Tensor:
+    """bool [L, start + L], True = attend: L new positions after ``start`` cached ones, causal."""
+    keys = torch.arange(start + length, device=device)
+    queries = torch.arange(start, start + length, device=device)
+    return keys[None, :] <= queries[:, None]
+
 
 def prefix_mask(length: int, unmasked: int, device=None) -> torch.Tensor:
     """bool [L, L], True = attend: causal, except that the first ``unmasked`` positions see each other."""
@@ -332,6 +362,19 @@ class DecoderOnlyScale(nn.Module):
         for block, cache in zip(self.blocks, state.caches):
             h = block.step(h, cache)
         return self.head(self.norm(h))[:, 0]
+
+    def feed(self, state: DecodeState, inputs: torch.Tensor, scale: int) -> None:
+        """Append tokens [B, L] (x_s tokens 0..L-1 after the prefix) to the cache in one causal pass.
+
+        Afterwards ``step(state, L + 1, prev=token L, scale)`` gives the logits of token L + 1.
+        """
+        start, n = state.caches[0].length, inputs.shape[1]
+        if n == 0:
+            return
+        h = self.token_emb(inputs) + self.pos_emb[:, start : start + n]  # [B, L, D]
+        mask = chunk_mask(start, n, h.device)
+        for block, cache in zip(self.blocks, state.caches):
+            h = block.step(h, cache, mask=mask)
 
 
 def build_scale(cfg: TransformerConfig, cond: ConditioningConfig, residual_alpha: float = 1.0) -> nn.Module:

@@ -91,7 +91,7 @@ def test_mask_and_codes_errors(tiny_model, class_model):
     with pytest.raises(ValueError, match="steps"):
         tiny_model.reverse_step(codes)  # already clean
     with pytest.raises(ValueError, match="grid"):
-        tiny_model.random_codes(1, grid=(5, 4))
+        tiny_model.random_codes(1, grid=(3, 4))
     with pytest.raises(ValueError, match="one per scale"):
         tiny_model.sample(1, temperature=[1.0, 1.0])
     with pytest.raises(ValueError, match="temperature"):
