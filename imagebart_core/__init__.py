@@ -21,6 +21,7 @@ from .config import (
 from .diffusion import MultinomialDiffusion, betas_from_alpha_bar, betas_from_metric_curve, geometric_betas
 from .model import ImageBART, upper_half_mask
 from .sampling import Progress
+from .windows import ConditionBlend
 
 __version__ = "0.1.0"
 
@@ -37,6 +38,7 @@ def build_model(config: ModelConfig, seed: int = 0, device="cpu", dtype=None) ->
 
 __all__ = [
     "Codes",
+    "ConditionBlend",
     "Condition",
     "ConditioningConfig",
     "ImageBART",
