@@ -126,7 +126,9 @@ class ImageBART(nn.Module):
                 raise ValueError("this model is unconditional; remove the condition")
             return None
         if cond is None:
-            raise ValueError(f"this model is {kind}-conditional: give a {kind} condition")
+            if self.config.conditioning.null_condition:  # trained with condition dropout: sample unconditionally
+                return self.null_condition(batch).tokens.to(self.device)
+            raise ValueError(f"this model is {kind}-conditional and has no unconditional mode: give a {kind} condition")
         if cond.kind != kind:
             raise ValueError(f"this model takes a {kind} condition, got a {cond.kind} condition")
         return cond.repeat_to(batch).tokens.to(self.device)

@@ -115,8 +115,12 @@ def test_noise_for_variations(tiny_model):
 def test_conditions_are_checked_and_guidance_runs(class_model, text_model, tiny_model):
     with pytest.raises(ValueError, match="unconditional"):
         tiny_model.sample(1, cond=class_model.class_condition(0))
+    unconditional = class_model.sample(1, seed=0)  # trained with condition dropout: the null condition
+    assert torch.equal(unconditional.tokens, class_model.sample(1, cond=class_model.null_condition(1), seed=0).tokens)
+    strict = ib.build_model(ib.tiny_config(conditioning="class"), seed=0)
+    strict.config.conditioning.null_condition = False
     with pytest.raises(ValueError, match="class-conditional"):
-        class_model.sample(1)
+        strict.sample(1)
     with pytest.raises(ValueError, match="class condition"):
         class_model.sample(1, cond=text_model.text_condition("a red circle"))
     with pytest.raises(ValueError):
