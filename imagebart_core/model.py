@@ -76,7 +76,7 @@ class ImageBART(nn.Module):
         """A short hash of the codebook and shrink list: codes are only valid for models sharing it."""
         emb = self.vqgan.quantize.embedding.weight
         used = self.vqgan.quantize.used
-        key = (emb.data_ptr(), emb._version, used.data_ptr(), used._version, emb.dtype)
+        key = (emb.data_ptr(), _version(emb), used.data_ptr(), _version(used), emb.dtype)
         if self._identity_cache is None or self._identity_cache[0] != key:
             h = hashlib.sha256()
             h.update(used.detach().cpu().numpy().tobytes())
@@ -413,6 +413,12 @@ class ImageBART(nn.Module):
         b = target.shape[0]
         cond_tokens = self._cond_tokens(cond, b)
         return self.scales[scale - 1](x_in.reshape(b, -1), target.reshape(b, -1), scale, cond_tokens)
+
+
+def _version(t: torch.Tensor) -> int:
+    """A tensor's in-place version counter; inference tensors (made under torch.inference_mode, as in
+    ComfyUI) have none, and cannot change outside inference mode, so they count as version 0."""
+    return 0 if t.is_inference() else t._version
 
 
 def upper_half_mask(batch: int, height: int, width: int) -> torch.Tensor:
