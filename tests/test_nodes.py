@@ -256,3 +256,12 @@ def test_text_condition(pack):
         pack.conditions.text_condition(pack.text, "   ")
     with pytest.raises(ValueError, match="text condition|class condition|takes a"):
         pack.chain.sample(pack.cls, 0, 0, 1, 0, condition=c)
+
+
+def test_runs_under_inference_mode_like_comfyui(pack):
+    """ComfyUI executes nodes under torch.inference_mode(): loading and sampling must work there."""
+    with torch.inference_mode():
+        h = pack.loader.load("m-uncond.safetensors")
+        clean = pack.codes.encode(h, image())
+        out, pixels, _ = pack.chain.masked_refine(h, clean, torch.ones(1, 16, 16), 0)
+        assert pixels.shape == (1, 16, 16, 3) and out.level == 1
