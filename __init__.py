@@ -1,7 +1,7 @@
 """ComfyUI entry point of the ImageBART node pack.
 
 Only does ComfyUI-specific work when ComfyUI is present (``folder_paths`` importable): it registers the
-``models/imagebart`` model folder and exposes :func:`comfy_entrypoint`, which imports the nodes lazily.
+``models/imagebart`` model folder (plus the pack's own ``models/`` folder when it exists) and exposes :func:`comfy_entrypoint`, which imports the nodes lazily.
 Without ComfyUI it defines nothing and imports nothing heavy, so the library (``imagebart_core``) and the
 training package can be used on their own.
 """
@@ -29,6 +29,9 @@ if folder_paths is not None:
         paths = list(paths)
         if default not in paths:
             paths.append(default)
+        bundled = os.path.join(os.path.dirname(os.path.abspath(__file__)), "models")
+        if os.path.isdir(bundled) and bundled not in paths:  # a demo model shipped inside the pack
+            paths.append(bundled)
         folder_paths.folder_names_and_paths[MODEL_FOLDER] = (paths, set(MODEL_EXTENSIONS))
         logger.debug("ImageBART model folders: %s", paths)
 

@@ -449,12 +449,10 @@ def _single_weight(x: float) -> list[float]:
     return [1.0]
 
 
-def _version(t: torch.Tensor) -> int | None:
-    """A tensor's in-place version counter (None for inference tensors, which have none and cannot change)."""
-    try:
-        return t._version
-    except RuntimeError:
-        return None
+def _version(t: torch.Tensor) -> int:
+    """A tensor's in-place version counter; inference tensors (made under torch.inference_mode, as in
+    ComfyUI) have none, and cannot change outside inference mode, so they count as version 0."""
+    return 0 if t.is_inference() else t._version
 
 
 def upper_half_mask(batch: int, height: int, width: int) -> torch.Tensor:

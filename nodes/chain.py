@@ -1,0 +1,220 @@
+"""The reverse chain: Reverse Chain Step (one node per transition), Sample (all of it), Masked Refine."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from comfy_api.latest import io
+
+from . import comfy_bridge as bridge
+from .codes import decode_any_level, grid_for
+from .common import (
+    CATEGORY,
+    CodesSocket,
+    ModelHandle,
+    ModelSocket,
+    check_codes,
+    check_handle,
+    cond_input,
+    filter_settings,
+    fit_batches,
+    ib,
+    image_from_core,
+    image_to_core,
+    logger,
+    resize_mask,
+    sampling_inputs,
+    seed_input,
+)
+
+PER_SCALE_TIP = ("Per-scale overrides of {name} as 'scale:value' pairs, e.g. '1:0.9, 3:1.1'. Scale 1 is the last "
+                 "(finest) step, scale n_scales the first one from noise. Empty = the value above for every scale.")
+
+
+def reverse_step(handle: ModelHandle, codes: ib.Codes, steps: int, seed: int, temperature: float = 1.0,
+                 top_k: int = 0, top_p: float = 1.0, guidance: float = 1.0, condition=None, preview: bool = True):
+    """codes at level t -> (codes at level t - steps, progress callback)."""
+    handle = check_handle(handle)
+    check_codes(handle, codes)
+    if codes.level <= 1:
+        raise ValueError("these codes are already clean (level 1): there is no reverse step left. "
+                         "Connect them to Decode.")
+    if not 1 <= steps <= codes.level - 1:
+        raise ValueError(f"codes at level {codes.level} allow 1..{codes.level - 1} steps, got {steps}")
+    temps, ks, ps = filter_settings(handle, temperature, top_k, top_p)
+    model = bridge.prepare(handle)
+    progress = bridge.ChainProgress(model, preview)
+    out = model.reverse_step(codes, condition, steps=int(steps), temperature=temps, top_k=ks, top_p=ps,
+                             seed=int(seed), guidance=float(guidance), callback=progress)
+    return out.cpu(), progress
+
+
+def sample(handle: ModelHandle, width: int, height: int, batch_size: int, seed: int, temperature: float = 1.0,
+           top_k: int = 0, top_p: float = 1.0, guidance: float = 1.0, temperature_per_scale: str = "",
+           top_k_per_scale: str = "", top_p_per_scale: str = "", condition=None, preview: bool = True):
+    """The whole chain from noise -> (level-1 codes, progress callback). Equals Random Codes + steps."""
+    handle = check_handle(handle)
+    grid = grid_for(handle, width, height)
+    temps, ks, ps = filter_settings(handle, temperature, top_k, top_p, temperature_per_scale, top_k_per_scale,
+                                    top_p_per_scale)
+    if condition is not None:
+        batch_size = fit_batches("batch_size", int(batch_size), "condition", condition.batch_size())
+    model = bridge.prepare(handle)
+    progress = bridge.ChainProgress(model, preview)
+    out = model.sample(int(batch_size), condition, grid=grid, seed=int(seed), temperature=temps, top_k=ks,
+                       top_p=ps, guidance=float(guidance), callback=progress)
+    return out.cpu(), progress
+
+
+def masked_refine(handle: ModelHandle, codes: ib.Codes, mask: torch.Tensor, seed: int, start_level: int = 0,
+                  passes: int = 0, temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0,
+                  guidance: float = 1.0, condition=None, composite: bool = False, image: torch.Tensor | None = None):
+    """Regenerate the masked part of level-1 codes -> (codes, IMAGE [B, H, W, 3], progress).
+
+    mask: MASK [B|1, H, W] of any size (stretched to the image), 1 = regenerate. With ``composite`` the
+    original ``image`` pixels are pasted back outside the mask after decoding.
+    """
+    handle = check_handle(handle)
+    check_codes(handle, codes)
+    if codes.level != 1:
+        raise ValueError(f"Masked Refine needs the clean (level-1) codes of an image (from Encode); got level "
+                         f"{codes.level}")
+    b = codes.batch_size
+    px = (codes.grid[0] * handle.factor, codes.grid[1] * handle.factor)
+    m = resize_mask(mask, px)  # [Bm, H, W]
+    if m.shape[0] != b:
+        if m.shape[0] == 1:
+            m = m.expand(b, *px)
+        elif b == 1:
+            codes = codes.with_tokens(codes.tokens.expand(m.shape[0], *codes.grid).contiguous())
+            b = m.shape[0]
+        else:
+            raise ValueError(f"batch mismatch: the image has {b} items but the mask has {m.shape[0]}; give one "
+                             f"mask for all or one mask per image")
+    if not bool((m >= 0.5).any()):
+        logger.warning("ImageBART Masked Refine: the mask is empty (nothing >= 0.5), so nothing is regenerated. "
+                       "Paint the area to change (white / transparent in the image editor).")
+    if condition is not None:
+        fit_batches("image", b, "condition", condition.batch_size())
+    if composite and image is None:
+        raise ValueError("composite is on but no original image is connected: connect the image you encoded to "
+                         "'image', or turn composite off")
+    n = handle.model.n_scales
+    start = int(start_level) or handle.model.num_levels
+    if not 2 <= start <= handle.model.num_levels:
+        raise ValueError(f"start_level must be 2..{handle.model.num_levels} for this model (0 = the top level)")
+    temps, ks, ps = filter_settings(handle, temperature, top_k, top_p)
+    model = bridge.prepare(handle)
+    progress = bridge.ChainProgress(model)
+    out = model.masked_refine(codes, m, condition, start_level=start, passes=[int(passes)] * n if passes else None,
+                              seed=int(seed), temperature=temps, top_k=ks, top_p=ps, guidance=float(guidance),
+                              callback=progress).cpu()
+    decoded = model.decode(out)  # [B, 3, H, W]
+    if composite:
+        original = image_to_core(image).to(decoded.device)
+        fit_batches("image", decoded.shape[0], "original image", original.shape[0])
+        original = F.interpolate(original, size=px, mode="bicubic", antialias=True, align_corners=False).clamp(0, 1)
+        keep = m.to(decoded.device)[:, None]  # [B, 1, H, W], 1 = regenerated
+        decoded = keep * decoded + (1 - keep) * original  # broadcasts a single original over the batch
+    return out, image_from_core(decoded), progress
+
+
+class ImageBARTReverseStep(io.ComfyNode):
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="ImageBARTReverseStep", display_name="ImageBART Reverse Chain Step", category=CATEGORY,
+            description="One (or more) transitions of the reverse chain: codes at level t -> level t - steps, drawn "
+                        "token by token by that scale's transformer. Chain one node per transition to watch and "
+                        "steer each level; the preview output shows the new level decoded as if it were clean.",
+            inputs=[
+                ModelSocket.Input("model", tooltip="The ImageBART model."),
+                CodesSocket.Input("codes", tooltip="Codes at level t (Random Codes, Noise Codes or a previous step)."),
+                io.Int.Input("steps", default=1, min=1, max=64, tooltip="Transitions to run (1 = one level down)."),
+                seed_input(),
+                *sampling_inputs(),
+                cond_input(),
+            ],
+            outputs=[
+                CodesSocket.Output(display_name="codes", tooltip="Codes at level t - steps."),
+                io.Image.Output(display_name="preview", tooltip="The new level decoded as if it were clean "
+                                                                "(exact only at level 1)."),
+            ],
+        )
+
+    @classmethod
+    def execute(cls, model, codes, steps, seed, temperature, top_k, top_p, guidance, condition=None):
+        out, _ = reverse_step(model, codes, steps, seed, temperature, top_k, top_p, guidance, condition)
+        return io.NodeOutput(out, decode_any_level(model, out))
+
+
+class ImageBARTSample(io.ComfyNode):
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="ImageBARTSample", display_name="ImageBART Sample", category=CATEGORY,
+            description="The whole reverse chain in one node: noise -> level-1 codes, scale by scale (the bar counts "
+                        "scales x tokens; each finished level is previewed). Same seed, same images.",
+            inputs=[
+                ModelSocket.Input("model", tooltip="The ImageBART model."),
+                io.Int.Input("width", default=0, min=0, max=16384, step=8,
+                             tooltip="Image width in pixels; 0 = the model's trained size."),
+                io.Int.Input("height", default=0, min=0, max=16384, step=8,
+                             tooltip="Image height in pixels; 0 = the model's trained size."),
+                io.Int.Input("batch_size", default=1, min=1, max=64, tooltip="Number of images."),
+                seed_input(),
+                *sampling_inputs(),
+                io.String.Input("temperature_per_scale", default="", tooltip=PER_SCALE_TIP.format(name="temperature")),
+                io.String.Input("top_k_per_scale", default="", tooltip=PER_SCALE_TIP.format(name="top_k (0 = off)")),
+                io.String.Input("top_p_per_scale", default="", tooltip=PER_SCALE_TIP.format(name="top_p (1.0 = off)")),
+                cond_input(),
+            ],
+            outputs=[CodesSocket.Output(display_name="codes", tooltip="Level-1 codes; connect to Decode.")],
+        )
+
+    @classmethod
+    def execute(cls, model, width, height, batch_size, seed, temperature, top_k, top_p, guidance,
+                temperature_per_scale="", top_k_per_scale="", top_p_per_scale="", condition=None):
+        out, _ = sample(model, width, height, batch_size, seed, temperature, top_k, top_p, guidance,
+                        temperature_per_scale, top_k_per_scale, top_p_per_scale, condition)
+        return io.NodeOutput(out)
+
+
+class ImageBARTMaskedRefine(io.ComfyNode):
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="ImageBARTMaskedRefine", display_name="ImageBART Masked Refine", category=CATEGORY,
+            description="Inpainting / local editing: regenerates the masked area of an encoded image so that it fits "
+                        "the rest (and the condition, if given). Codes outside the mask stay exactly as they were.",
+            inputs=[
+                ModelSocket.Input("model", tooltip="The ImageBART model."),
+                CodesSocket.Input("codes", tooltip="Level-1 codes of the image (from Encode)."),
+                io.Mask.Input("mask", tooltip="Where to regenerate (1 / white = regenerate). Any size: it is stretched "
+                                              "to the encoded image; a code is redone if any of its pixels is >= 0.5."),
+                seed_input(),
+                io.Int.Input("start_level", default=0, min=0, max=64,
+                             tooltip="Level the masked area restarts from: 0 = the top (pure noise, biggest change); "
+                                     "lower levels keep more of the original content under the mask."),
+                io.Int.Input("passes", default=0, min=0, max=16,
+                             tooltip="Refinement passes per level (re-noise and redraw the masked codes); more "
+                                     "passes blend better but take longer. 0 = the model's default."),
+                *sampling_inputs(),
+                io.Boolean.Input("composite", default=False,
+                                 tooltip="Paste the original pixels back outside the mask after decoding (needs "
+                                         "'image'), so unmasked areas keep full detail."),
+                cond_input(),
+                io.Image.Input("image", optional=True, tooltip="The original image, for 'composite'."),
+            ],
+            outputs=[
+                CodesSocket.Output(display_name="codes", tooltip="Level-1 codes with the masked area regenerated."),
+                io.Image.Output(display_name="image", tooltip="The decoded result (composited if chosen)."),
+            ],
+        )
+
+    @classmethod
+    def execute(cls, model, codes, mask, seed, start_level, passes, temperature, top_k, top_p, guidance,
+                composite, condition=None, image=None):
+        out, decoded, _ = masked_refine(model, codes, mask, seed, start_level, passes, temperature, top_k, top_p,
+                                        guidance, condition, composite, image)
+        return io.NodeOutput(out, decoded)

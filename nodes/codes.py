@@ -1,0 +1,193 @@
+"""Codes <-> images: Encode to Codes, Decode, Random Codes (noise), Noise Codes (variations)."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from comfy_api.latest import io
+
+from . import comfy_bridge as bridge
+from .common import (
+    CATEGORY,
+    CodesSocket,
+    ModelHandle,
+    ModelSocket,
+    check_codes,
+    check_handle,
+    ib,
+    image_from_core,
+    image_to_core,
+    logger,
+    seed_input,
+)
+
+FIT_MODES = ["resize to model size", "crop to model size", "crop to multiple of factor", "error"]
+
+
+def fit_image(x: torch.Tensor, handle: ModelHandle, mode: str) -> torch.Tensor:
+    """float [B, 3, H, W] -> float [B, 3, H', W'] the VQGAN (and, except for 'crop to multiple', the chain) takes."""
+    h, w = x.shape[-2:]
+    th, tw = handle.image_size
+    f = handle.factor
+    if mode == "crop to multiple of factor":
+        nh, nw = h // f * f, w // f * f
+        if nh < f or nw < f:
+            raise ValueError(f"image {w}x{h} px is smaller than one code ({f}x{f} px)")
+        if (nh, nw) != (h, w):
+            logger.info("ImageBART Encode: cropped %dx%d px to %dx%d (a multiple of %d)", w, h, nw, nh, f)
+        top, left = (h - nh) // 2, (w - nw) // 2
+        return x[..., top:top + nh, left:left + nw]
+    if (h, w) == (th, tw):
+        return x
+    if mode == "error":
+        raise ValueError(f"image is {w}x{h} px but this model works on {tw}x{th} px. Resize it (e.g. ImageScale), "
+                         f"or set 'fit' to 'resize to model size' or 'crop to model size'.")
+    if mode == "resize to model size":
+        logger.info("ImageBART Encode: resized %dx%d px to %dx%d", w, h, tw, th)
+        return F.interpolate(x, size=(th, tw), mode="bicubic", antialias=True, align_corners=False).clamp(0, 1)
+    if mode == "crop to model size":
+        s = max(th / h, tw / w)
+        rh, rw = max(th, round(h * s)), max(tw, round(w * s))
+        x = F.interpolate(x, size=(rh, rw), mode="bicubic", antialias=True, align_corners=False).clamp(0, 1)
+        top, left = (rh - th) // 2, (rw - tw) // 2
+        logger.info("ImageBART Encode: scaled %dx%d px to %dx%d and center-cropped to %dx%d", w, h, rw, rh, tw, th)
+        return x[..., top:top + th, left:left + tw]
+    raise ValueError(f"unknown fit mode {mode!r}; choose one of {FIT_MODES}")
+
+
+def encode(handle: ModelHandle, image: torch.Tensor, fit: str = FIT_MODES[0]) -> ib.Codes:
+    """IMAGE [B, H, W, C] -> level-1 codes int64 [B, h, w] (on the CPU)."""
+    handle = check_handle(handle)
+    x = fit_image(image_to_core(image), handle, fit)
+    model = bridge.prepare(handle)
+    return model.encode(x).cpu()
+
+
+def decode(handle: ModelHandle, codes: ib.Codes) -> torch.Tensor:
+    """Level-1 codes -> IMAGE float32 [B, H, W, 3]."""
+    handle = check_handle(handle)
+    check_codes(handle, codes)
+    if codes.level != 1:
+        raise ValueError(f"Decode needs clean (level-1) codes; these are at level {codes.level}. Run "
+                         f"{codes.level - 1} more reverse step(s) first (Reverse Chain Step or Sample); for a "
+                         "look at an intermediate level use the 'preview' output of Reverse Chain Step.")
+    model = bridge.prepare(handle)
+    return image_from_core(model.decode(codes))
+
+
+def decode_any_level(handle: ModelHandle, codes: ib.Codes) -> torch.Tensor:
+    """Codes of any level decoded as if they were clean (how the paper shows intermediate levels)."""
+    model = bridge.prepare(handle)
+    return image_from_core(model.decode(codes.with_tokens(codes.tokens, 1)))
+
+
+def grid_for(handle: ModelHandle, width: int, height: int) -> tuple[int, int]:
+    """Pixel size (0 = the model's) -> token grid, with an error naming the sizes the model takes."""
+    th, tw = handle.image_size
+    width, height = width or tw, height or th
+    f = handle.factor
+    if width % f or height % f or (height, width) != (th, tw):
+        raise ValueError(f"this model generates {tw}x{th} px images (a {tw // f}x{th // f} code grid); got "
+                         f"{width}x{height}. Set width/height to {tw}x{th} (or 0 for the model's size).")
+    return height // f, width // f
+
+
+def random_codes(handle: ModelHandle, width: int, height: int, batch: int, seed: int) -> ib.Codes:
+    """Uniform noise codes at the top level T (the start of the chain)."""
+    handle = check_handle(handle)
+    grid = grid_for(handle, width, height)
+    return handle.model.random_codes(int(batch), grid=grid, seed=int(seed)).cpu()
+
+
+def noise_codes(handle: ModelHandle, codes: ib.Codes, level: int, seed: int) -> ib.Codes:
+    """Forward-noise codes to ``level`` (2 = slight change ... T = pure noise)."""
+    handle = check_handle(handle)
+    check_codes(handle, codes)
+    return handle.model.noise(codes, int(level), seed=int(seed)).cpu()
+
+
+class ImageBARTEncode(io.ComfyNode):
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="ImageBARTEncode", display_name="ImageBART Encode to Codes", category=CATEGORY,
+            description="Encodes images with the model's VQGAN into clean (level-1) codes, the starting point for "
+                        "editing, inpainting and variations.",
+            inputs=[
+                ModelSocket.Input("model", tooltip="The ImageBART model (its VQGAN encodes)."),
+                io.Image.Input("image", tooltip="Images to encode (a batch is encoded item by item)."),
+                io.Combo.Input("fit", options=FIT_MODES, default=FIT_MODES[0],
+                               tooltip="What to do when the image is not the model's size: stretch to it, scale "
+                                       "and center-crop to it, crop to a multiple of the VQGAN factor (encode/"
+                                       "decode only: the chain needs the model's size), or stop with an error."),
+            ],
+            outputs=[CodesSocket.Output(display_name="codes", tooltip="Level-1 (clean) codes of the images.")],
+        )
+
+    @classmethod
+    def execute(cls, model, image, fit=FIT_MODES[0]) -> io.NodeOutput:
+        return io.NodeOutput(encode(model, image, fit))
+
+
+class ImageBARTDecode(io.ComfyNode):
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="ImageBARTDecode", display_name="ImageBART Decode", category=CATEGORY,
+            description="Decodes clean (level-1) codes into images with the model's VQGAN (always in fp32).",
+            inputs=[ModelSocket.Input("model", tooltip="The model whose VQGAN made the codes."),
+                    CodesSocket.Input("codes", tooltip="Level-1 codes (from Sample, the last Reverse Chain Step, "
+                                                       "Masked Refine or Encode).")],
+            outputs=[io.Image.Output(display_name="image", tooltip="Decoded images.")],
+        )
+
+    @classmethod
+    def execute(cls, model, codes) -> io.NodeOutput:
+        return io.NodeOutput(decode(model, codes))
+
+
+class ImageBARTRandomCodes(io.ComfyNode):
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="ImageBARTRandomCodes", display_name="ImageBART Random Codes", category=CATEGORY,
+            description="Pure noise: uniformly random codes at the top level of the chain, where sampling starts. "
+                        "Feed them to Reverse Chain Step nodes.",
+            inputs=[
+                ModelSocket.Input("model", tooltip="The ImageBART model."),
+                io.Int.Input("width", default=0, min=0, max=16384, step=8,
+                             tooltip="Image width in pixels; 0 = the model's trained size."),
+                io.Int.Input("height", default=0, min=0, max=16384, step=8,
+                             tooltip="Image height in pixels; 0 = the model's trained size."),
+                io.Int.Input("batch_size", default=1, min=1, max=64, tooltip="Number of images."),
+                seed_input(),
+            ],
+            outputs=[CodesSocket.Output(display_name="codes", tooltip="Noise codes at the top level T.")],
+        )
+
+    @classmethod
+    def execute(cls, model, width, height, batch_size, seed) -> io.NodeOutput:
+        return io.NodeOutput(random_codes(model, width, height, batch_size, seed))
+
+
+class ImageBARTNoiseCodes(io.ComfyNode):
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="ImageBARTNoiseCodes", display_name="ImageBART Noise Codes", category=CATEGORY,
+            description="Runs the forward (noising) process: clean codes -> codes at a higher level. Running the "
+                        "reverse chain from there gives variations of the image; higher levels change more.",
+            inputs=[
+                ModelSocket.Input("model", tooltip="The ImageBART model."),
+                CodesSocket.Input("codes", tooltip="Codes to noise (usually level 1, from Encode)."),
+                io.Int.Input("level", default=2, min=1, max=64,
+                             tooltip="Target level: 2 = lightly noised ... n_scales + 1 = pure noise. Must not "
+                                     "be below the codes' level nor above the model's top level."),
+                seed_input(),
+            ],
+            outputs=[CodesSocket.Output(display_name="codes", tooltip="Codes at the chosen level.")],
+        )
+
+    @classmethod
+    def execute(cls, model, codes, level, seed) -> io.NodeOutput:
+        return io.NodeOutput(noise_codes(model, codes, level, seed))

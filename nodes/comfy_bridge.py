@@ -1,0 +1,195 @@
+"""The only place that touches ComfyUI internals (``comfy.*``, ``folder_paths``).
+
+Everything here works without ComfyUI too (tests, scripts): model folders fall back to an explicit
+list, the progress bar and the interrupt check become no-ops, the model stays on the CPU and no
+patcher is made. Inside ComfyUI: model files come from ``folder_paths`` ("imagebart" folder,
+extra_model_paths.yaml included), the model is wrapped in a ``ModelPatcher`` so ComfyUI's memory
+manager loads/offloads it ("Unload models", low-VRAM modes), progress goes to the node's bar and
+Cancel is checked after every token step.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+
+import torch
+
+from .common import ModelHandle, ib
+
+logger = logging.getLogger("imagebart.nodes")
+
+MODEL_FOLDER = "imagebart"
+#: Used instead of ComfyUI's folders when ComfyUI is absent (tests set it).
+FALLBACK_MODEL_DIRS: list[str] = []
+
+
+def _comfy():
+    """(comfy.model_management, comfy.utils, comfy.model_patcher) or None without ComfyUI."""
+    try:
+        import comfy.model_management as mm
+        import comfy.model_patcher as mp
+        import comfy.utils as cu
+    except ImportError:
+        return None
+    return mm, cu, mp
+
+
+def _folder_paths():
+    try:
+        import folder_paths
+    except ImportError:
+        return None
+    return folder_paths
+
+
+# -- model files ------------------------------------------------------------------------------------------
+def model_dirs() -> list[str]:
+    fp = _folder_paths()
+    if fp is None:
+        return list(FALLBACK_MODEL_DIRS)
+    return list(fp.get_folder_paths(MODEL_FOLDER))
+
+
+def model_files() -> list[str]:
+    """Model file names (relative to the model folders) for the loader's list."""
+    fp = _folder_paths()
+    if fp is not None:
+        return sorted(fp.get_filename_list(MODEL_FOLDER))
+    names = set()
+    for d in FALLBACK_MODEL_DIRS:
+        if os.path.isdir(d):
+            for root, _, files in os.walk(d):
+                names.update(os.path.relpath(os.path.join(root, f), d).replace(os.sep, "/")
+                             for f in files if f.endswith(".safetensors"))
+    return sorted(names)
+
+
+def model_path(name: str) -> str:
+    """Full path of a model file, or FileNotFoundError naming the file and the folders searched."""
+    fp = _folder_paths()
+    path = fp.get_full_path(MODEL_FOLDER, name) if fp is not None else None
+    if path is None:
+        for d in FALLBACK_MODEL_DIRS:
+            candidate = os.path.join(d, name)
+            if os.path.isfile(candidate):
+                path = candidate
+                break
+    if path is None or not os.path.isfile(path):
+        dirs = model_dirs() or ["ComfyUI/models/imagebart"]
+        raise FileNotFoundError(
+            f"ImageBART model file '{name}' not found. Put it in the 'imagebart' model folder "
+            f"({', '.join(dirs)}) or add a folder for 'imagebart' in extra_model_paths.yaml, then press R "
+            "to refresh the list. See the README for where to get model files."
+        )
+    return path
+
+
+# -- devices, dtypes, memory management ---------------------------------------------------------------------
+def devices(choice: str) -> tuple[torch.device, torch.device]:
+    """(load device, offload device) for the loader's ``device`` choice ("auto" | "cpu")."""
+    comfy = _comfy()
+    if choice == "cpu":
+        return torch.device("cpu"), torch.device("cpu")
+    if comfy is None:
+        return torch.device("cpu"), torch.device("cpu")
+    mm = comfy[0]
+    return mm.get_torch_device(), mm.unet_offload_device()
+
+
+def choose_dtype(choice: str, device: torch.device) -> torch.dtype:
+    """Transformer dtype for the loader's ``dtype`` choice. "auto": bf16 on CUDA if supported, else fp32.
+    The VQGAN always runs in fp32 (the core's ``to_runtime`` keeps it there)."""
+    table = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+    if choice in table:
+        if choice != "fp32" and device.type == "cpu":
+            logger.warning("ImageBART: %s on the CPU is slow or unsupported; fp32 is recommended there", choice)
+        return table[choice]
+    if choice != "auto":
+        raise ValueError(f"unknown dtype {choice!r}; choose auto, fp32, bf16 or fp16")
+    if device.type == "cuda" and torch.cuda.is_available() and torch.cuda.is_bf16_supported():
+        return torch.bfloat16
+    return torch.float32
+
+
+class _PatcherModule(torch.nn.Module):
+    """Holds the ImageBART module for ComfyUI's ModelPatcher (which assigns ``.device``)."""
+
+    def __init__(self, model: torch.nn.Module, device: torch.device):
+        super().__init__()
+        self.imagebart = model
+        self.device = device
+
+
+def make_handle(model, name: str, dtype: torch.dtype, load_device, offload_device) -> ModelHandle:
+    """Wrap a loaded model (on ``offload_device``) for ComfyUI's memory manager, when ComfyUI is there."""
+    comfy = _comfy()
+    patcher = None
+    if comfy is not None:
+        mp = comfy[2]
+        patcher = mp.ModelPatcher(_PatcherModule(model, offload_device), load_device=load_device,
+                                  offload_device=offload_device)
+    return ModelHandle(model=model, name=name, dtype=dtype, patcher=patcher)
+
+
+def prepare(handle: ModelHandle):
+    """The model, loaded on its device through ComfyUI's memory manager (frees/offloads other models)."""
+    comfy = _comfy()
+    if comfy is not None and handle.patcher is not None:
+        comfy[0].load_models_gpu([handle.patcher], force_full_load=True)
+    return handle.model
+
+
+# -- progress, cancel, previews -----------------------------------------------------------------------------
+def check_interrupt() -> None:
+    """Raise ComfyUI's interrupt exception if the user pressed Cancel (no-op without ComfyUI)."""
+    comfy = _comfy()
+    if comfy is not None:
+        comfy[0].throw_exception_if_processing_interrupted()
+
+
+class ChainProgress:
+    """An ``ib.Progress`` callback: the node's progress bar (scales x tokens), Cancel after every token,
+    and a preview of each finished level (its codes decoded as if they were clean)."""
+
+    def __init__(self, model, preview: bool = True):
+        self.model = model
+        self.preview = preview
+        self.bar = None
+        self.calls = 0
+        self.last: ib.Progress | None = None
+        self._sent = 0.0
+        comfy = _comfy()
+        self._utils = comfy[1] if comfy is not None else None
+
+    def __call__(self, p: ib.Progress) -> None:
+        self.calls += 1
+        self.last = p
+        check_interrupt()
+        if self._utils is None:
+            return
+        if self.bar is None:
+            self.bar = self._utils.ProgressBar(p.total)
+        now = time.monotonic()
+        if p.level_codes is None and p.done < p.total and now - self._sent < 0.05:
+            return  # at most ~20 bar updates a second; every level end is shown
+        self._sent = now
+        image = None
+        if self.preview and p.level_codes is not None:
+            image = preview_image(self.model, p.level_codes[:1])
+        self.bar.update_absolute(p.done, p.total, ("JPEG", image, 512) if image is not None else None)
+
+
+def preview_image(model, tokens: torch.Tensor):
+    """int64 [1, h, w] codes of any level -> PIL image (decoded as if clean), or None if that fails."""
+    try:
+        from PIL import Image
+
+        codes = ib.Codes(tokens.long(), 1, model.codebook_id, model.config.vocab_size)
+        x = model.decode(codes)[0]  # [3, H, W]
+        arr = (x.movedim(0, -1).float().cpu().numpy() * 255).round().clip(0, 255).astype("uint8")
+        return Image.fromarray(arr)
+    except Exception as exc:  # a preview must never break sampling
+        logger.debug("ImageBART preview failed: %s", exc)
+        return None

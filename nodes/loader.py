@@ -1,0 +1,64 @@
+"""Load ImageBART: a model file from the ``imagebart`` model folder."""
+
+from __future__ import annotations
+
+from comfy_api.latest import io
+
+from . import comfy_bridge as bridge
+from .common import CATEGORY, ModelHandle, ModelSocket, ib, logger
+
+DEFAULT_MODEL = "imagebart-random-uncond.safetensors"
+
+
+def load(model_name: str, device: str = "auto", dtype: str = "auto") -> ModelHandle:
+    """Model file name (in the imagebart folder) -> ModelHandle (model on the offload device)."""
+    if not model_name:
+        raise ValueError("no model file chosen; put a .safetensors ImageBART model in models/imagebart")
+    path = bridge.model_path(model_name)
+    load_device, offload_device = bridge.devices(device)
+    torch_dtype = bridge.choose_dtype(dtype, load_device)
+    model = ib.load_model(path, device=offload_device, dtype=torch_dtype)
+    cfg = model.config
+    logger.info("ImageBART: loaded %s (%s, %d scales, grid %dx%d, %s conditioning, transformers %s, on %s)",
+                model_name, cfg.name, cfg.n_scales, cfg.grid[0], cfg.grid[1], cfg.conditioning.kind,
+                str(torch_dtype).replace("torch.", ""), load_device)
+    return bridge.make_handle(model, model_name, torch_dtype, load_device, offload_device)
+
+
+class ImageBARTLoader(io.ComfyNode):
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        files = bridge.model_files()
+        return io.Schema(
+            node_id="ImageBARTLoader",
+            display_name="Load ImageBART",
+            category=CATEGORY,
+            description="Loads an ImageBART model (.safetensors: VQGAN + one transformer per scale) from the "
+                        "models/imagebart folder (and folders named 'imagebart' in extra_model_paths.yaml). "
+                        "ComfyUI's memory manager loads and unloads it like any other model.",
+            inputs=[
+                io.Combo.Input("model_name", options=files, default=DEFAULT_MODEL if DEFAULT_MODEL in files else None,
+                               tooltip="Model file in ComfyUI/models/imagebart/. Press R after adding files."),
+                io.Combo.Input("device", options=["auto", "cpu"], default="auto",
+                               tooltip="auto: ComfyUI's device (GPU when there is one, honouring --cpu, "
+                                       "low-VRAM modes and 'Unload models'); cpu: always run on the CPU."),
+                io.Combo.Input("dtype", options=["auto", "fp32", "bf16", "fp16"], default="auto",
+                               tooltip="Precision of the transformers. auto: bf16 on GPUs that support it, "
+                                       "else fp32. The VQGAN always runs in fp32."),
+            ],
+            outputs=[ModelSocket.Output(display_name="model", tooltip="The loaded ImageBART model.")],
+        )
+
+    @classmethod
+    def execute(cls, model_name: str, device: str = "auto", dtype: str = "auto") -> io.NodeOutput:
+        return io.NodeOutput(load(model_name, device, dtype))
+
+    @classmethod
+    def validate_inputs(cls, model_name: str) -> bool | str:
+        """A missing file is reported before the run, naming the file and the folders searched
+        (instead of ComfyUI's generic 'value not in list')."""
+        try:
+            bridge.model_path(model_name)
+        except (FileNotFoundError, ValueError) as exc:
+            return str(exc)
+        return True

@@ -1,0 +1,212 @@
+"""Write the example workflows in ``workflows/`` (ComfyUI UI format, flat graphs, drag-and-drop loadable).
+
+Widget values and slots come from the node definitions (the pack's node classes, read through the
+test stub of ``comfy_api``, and ComfyUI v0.8.0's core nodes in tests/data/comfy_core_nodes.json),
+so the files always match the nodes. Re-run after changing a node's inputs:
+
+    python3 scripts/make_workflows.py
+
+Model files: until the demo model exists the workflows use the random-weight models written by
+``python -m imagebart_core.random_model`` (see workflows/README.md).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import uuid
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
+
+from workflow_tools import core_definitions, pack_definitions, socket_inputs, widget_slots  # noqa: E402
+
+MODELS = {"uncond": "imagebart-random-uncond.safetensors", "class": "imagebart-random-class.safetensors",
+          "text": "imagebart-random-text.safetensors"}
+MODEL_NOTE = ("**Model:** `{model}` in `ComfyUI/models/imagebart/`. Until the demo model is released it is a "
+              "random-weight model made with\n`python -m imagebart_core.random_model --out {model} --conditioning "
+              "{kind}`,\nso the images are structured noise: the workflow shows the wiring, not the quality.")
+
+
+class Workflow:
+    def __init__(self, name: str, defs: dict):
+        self.name, self.defs = name, defs
+        self.nodes: list[dict] = []
+        self.links: list[list] = []
+
+    def node(self, type_: str, pos, title: str | None = None, **kw) -> dict:
+        nid = len(self.nodes) + 1
+        if type_ == "MarkdownNote":
+            n = {"id": nid, "type": type_, "pos": list(pos), "size": [340, 160], "flags": {}, "order": nid - 1,
+                 "mode": 0, "inputs": [], "outputs": [], "properties": {}, "widgets_values": [kw["text"]],
+                 "color": "#432", "bgcolor": "#653"}
+            self.nodes.append(n)
+            return n
+        defn = self.defs[type_]
+        values = []
+        for name, spec in widget_slots(defn):
+            if name is None:
+                values.append("fixed" if spec["extra"] == "control" else "image")
+                continue
+            opts = spec[1] if len(spec) > 1 else {}
+            values.append(kw.pop(name) if name in kw else opts.get("default"))
+        inputs = [{"name": name, "type": kind, "link": None} for name, kind, _ in socket_inputs(defn)]
+        outputs = [{"name": oname, "type": otype, "links": [], "slot_index": i}
+                   for i, (otype, oname) in enumerate(zip(defn["output"], defn["output_name"]))]
+        n = {"id": nid, "type": type_, "pos": list(pos), "size": [300, 60 + 26 * (len(values) + len(inputs))],
+             "flags": {}, "order": nid - 1, "mode": 0, "inputs": inputs, "outputs": outputs,
+             "properties": {"Node name for S&R": type_}, "widgets_values": values}
+        if title:
+            n["title"] = title
+        self.nodes.append(n)
+        for name, (src, slot) in kw.items():  # the rest are links: name=(source node, output slot)
+            self.link(src, slot, n, name)
+        return n
+
+    def link(self, src: dict, slot: int, dst: dict, name: str) -> None:
+        lid = len(self.links) + 1
+        tslot = next(i for i, inp in enumerate(dst["inputs"]) if inp["name"] == name)
+        ltype = src["outputs"][slot]["type"]
+        self.links.append([lid, src["id"], slot, dst["id"], tslot, ltype])
+        src["outputs"][slot]["links"].append(lid)
+        dst["inputs"][tslot]["link"] = lid
+
+    def save(self) -> Path:
+        wf = {"id": str(uuid.uuid5(uuid.NAMESPACE_URL, f"imagebart/{self.name}")), "revision": 0,
+              "last_node_id": len(self.nodes), "last_link_id": len(self.links), "nodes": self.nodes,
+              "links": self.links, "groups": [], "config": {},
+              "extra": {"ds": {"scale": 1.0, "offset": [0, 0]}}, "version": 0.4}
+        path = ROOT / "workflows" / f"{self.name}.json"
+        path.write_text(json.dumps(wf, indent=1) + "\n", encoding="utf-8")
+        return path
+
+
+def note(wf: Workflow, text: str, kind: str = "uncond") -> None:
+    cond = {"uncond": "none"}.get(kind, kind)
+    wf.node("MarkdownNote", (20, -200), text=text + "\n\n" + MODEL_NOTE.format(model=MODELS[kind], kind=cond))
+
+
+def unconditional(defs):
+    wf = Workflow("unconditional_sampling", defs)
+    note(wf, "## Unconditional sampling\nThe whole chain in one Sample node: noise -> clean codes -> image. "
+             "The bar counts scales x tokens and previews each finished level.")
+    m = wf.node("ImageBARTLoader", (20, 20), model_name=MODELS["uncond"])
+    s = wf.node("ImageBARTSample", (360, 20), model=(m, 0), batch_size=4, seed=42)
+    d = wf.node("ImageBARTDecode", (720, 20), model=(m, 0), codes=(s, 0))
+    wf.node("SaveImage", (1040, 20), images=(d, 0), filename_prefix="imagebart/unconditional")
+    return wf
+
+
+def step_by_step(defs):
+    wf = Workflow("step_by_step_chain", defs)
+    note(wf, "## Step-by-step chain\nRandom Codes (level 4 = noise), then one Reverse Chain Step per transition "
+             "(4 -> 3 -> 2 -> 1). Each step's preview shows its level decoded as if it were clean; only level 1 "
+             "is a real image. Use the same seed everywhere to get exactly what Sample gives.")
+    m = wf.node("ImageBARTLoader", (20, 20), model_name=MODELS["uncond"])
+    x = wf.node("ImageBARTRandomCodes", (360, 20), model=(m, 0), batch_size=2, seed=7)
+    for i in range(3):
+        x = wf.node("ImageBARTReverseStep", (360 + 340 * i, 300), title=f"Reverse step: level {4 - i} -> {3 - i}",
+                    model=(m, 0), codes=(x, 0), seed=7)
+        wf.node("PreviewImage", (360 + 340 * i, 700), images=(x, 1))
+    d = wf.node("ImageBARTDecode", (1400, 20), model=(m, 0), codes=(x, 0))
+    wf.node("SaveImage", (1740, 20), images=(d, 0), filename_prefix="imagebart/step_by_step")
+    return wf
+
+
+def _edit(wf, kind, image_file, mask_from_image=True, cond=None, **refine):
+    m = wf.node("ImageBARTLoader", (20, 20), model_name=MODELS[kind])
+    img = wf.node("LoadImage", (20, 200), image=image_file)
+    e = wf.node("ImageBARTEncode", (360, 20), model=(m, 0), image=(img, 0))
+    links = {"model": (m, 0), "codes": (e, 0), "image": (img, 0)}
+    if mask_from_image:
+        links["mask"] = (img, 1)
+    if cond is not None:
+        links["condition"] = (cond(wf, m), 0)
+    links.update(refine)
+    r = wf.node("ImageBARTMaskedRefine", (700, 20), composite=True, **links)
+    wf.node("PreviewImage", (360, 420), images=(img, 0))
+    return m, img, r
+
+
+def inpainting(defs):
+    wf = Workflow("inpainting_free_form", defs)
+    note(wf, "## Free-form inpainting\nLoad an image and paint the area to regenerate (right-click the Load "
+             "Image node -> Open in MaskEditor; transparent = regenerate). The mask can be any size: it is "
+             "stretched to the encoded image. 'composite' pastes the original pixels back outside the mask.")
+    _, _, r = _edit(wf, "uncond", "example_masked.png", seed=3)
+    wf.node("SaveImage", (1040, 20), images=(r, 1), filename_prefix="imagebart/inpainting")
+    return wf
+
+
+def upper_half(defs):
+    wf = Workflow("upper_half_completion", defs)
+    note(wf, "## Upper-half completion\nThe upper half of the image is regenerated to fit the lower half, four "
+             "times (batch item i uses seed + i). The mask is built with core mask nodes at 64x64 while the image "
+             "is 96x96: Masked Refine stretches it.")
+    m = wf.node("ImageBARTLoader", (20, 20), model_name=MODELS["uncond"])
+    img = wf.node("LoadImage", (20, 200), image="example.png")
+    rep = wf.node("RepeatImageBatch", (360, 200), image=(img, 0), amount=4)
+    e = wf.node("ImageBARTEncode", (700, 20), model=(m, 0), image=(rep, 0))
+    zero = wf.node("SolidMask", (20, 560), value=0.0, width=64, height=64)
+    top = wf.node("SolidMask", (20, 760), value=1.0, width=64, height=32)
+    mask = wf.node("MaskComposite", (360, 600), destination=(zero, 0), source=(top, 0), x=0, y=0, operation="add")
+    r = wf.node("ImageBARTMaskedRefine", (1040, 20), model=(m, 0), codes=(e, 0), mask=(mask, 0), image=(img, 0),
+                composite=True, seed=11)
+    wf.node("SaveImage", (1380, 20), images=(r, 1), filename_prefix="imagebart/upper_half")
+    return wf
+
+
+def class_edit(defs):
+    wf = Workflow("class_guided_local_edit", defs)
+    note(wf, "## Class-guided local editing\nThe painted area is regenerated under an ImageNet class label "
+             "(by name or index).", kind="class")
+
+    def cond(wf, m):
+        return wf.node("ImageBARTClassCondition", (360, 560), model=(m, 0), class_name="tiger")
+
+    _, _, r = _edit(wf, "class", "example_masked.png", cond=cond, seed=5)
+    wf.node("SaveImage", (1040, 20), images=(r, 1), filename_prefix="imagebart/class_edit")
+    return wf
+
+
+def text_edit(defs):
+    wf = Workflow("text_guided_local_edit", defs)
+    note(wf, "## Text-guided local editing\nThe painted area is regenerated following a prompt. (No text-"
+             "conditional ImageBART weights were ever published; this needs a model you trained.)", kind="text")
+
+    def cond(wf, m):
+        return wf.node("ImageBARTTextCondition", (360, 560), model=(m, 0), prompt="a bright red sun in a blue sky")
+
+    _, _, r = _edit(wf, "text", "example_masked.png", cond=cond, seed=9)
+    wf.node("SaveImage", (1040, 20), images=(r, 1), filename_prefix="imagebart/text_edit")
+    return wf
+
+
+def variations(defs):
+    wf = Workflow("variations", defs)
+    note(wf, "## Variations of an image\nEncode, noise the codes up to level 3 (Noise Codes: higher = more "
+             "change), then run the reverse chain back down. Four variations (batch item i uses seed + i).")
+    m = wf.node("ImageBARTLoader", (20, 20), model_name=MODELS["uncond"])
+    img = wf.node("LoadImage", (20, 200), image="example.png")
+    rep = wf.node("RepeatImageBatch", (360, 200), image=(img, 0), amount=4)
+    e = wf.node("ImageBARTEncode", (700, 20), model=(m, 0), image=(rep, 0))
+    n = wf.node("ImageBARTNoiseCodes", (1040, 20), model=(m, 0), codes=(e, 0), level=3, seed=21)
+    r = wf.node("ImageBARTReverseStep", (1380, 20), model=(m, 0), codes=(n, 0), steps=2, seed=21)
+    d = wf.node("ImageBARTDecode", (1720, 20), model=(m, 0), codes=(r, 0))
+    wf.node("SaveImage", (2060, 20), images=(d, 0), filename_prefix="imagebart/variations")
+    wf.node("PreviewImage", (360, 420), images=(img, 0))
+    return wf
+
+
+BUILDERS = [unconditional, step_by_step, inpainting, upper_half, class_edit, text_edit, variations]
+
+
+def main() -> None:
+    defs = {**core_definitions(), **pack_definitions()}
+    for build in BUILDERS:
+        print(build(defs).save().relative_to(ROOT))  # noqa: T201
+
+
+if __name__ == "__main__":
+    main()

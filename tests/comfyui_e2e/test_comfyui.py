@@ -1,0 +1,197 @@
+"""End to end in a real ComfyUI (skipped unless IMAGEBART_COMFYUI_DIR names a ComfyUI tree).
+
+    IMAGEBART_COMFYUI_DIR=/path/to/ComfyUI IMAGEBART_COMFYUI_PYTHON=/path/to/venv/bin/python \
+        python3 -m pytest tests/comfyui_e2e -m "slow or not slow"
+
+Starts ComfyUI headless on the CPU with this pack (through an extra_model_paths.yaml, the ComfyUI tree is
+not modified), writes the random demo models, converts every workflow in workflows/ to the API format,
+runs it over HTTP and checks the images; cancels a running Sample; checks that errors reach the client.
+Timings go to ``$IMAGEBART_E2E_REPORT`` (JSON) when set.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import time
+from pathlib import Path
+
+import pytest
+from workflow_tools import WORKFLOWS, load_workflow, to_api
+
+from comfyui_e2e.comfy_client import ComfyError, ComfyServer, messages, output_images
+
+COMFY = os.environ.get("IMAGEBART_COMFYUI_DIR")
+pytestmark = [pytest.mark.slow,
+              pytest.mark.skipif(not COMFY, reason="set IMAGEBART_COMFYUI_DIR to a ComfyUI tree to run the e2e tests")]
+
+PACK_NODES = ["ImageBARTLoader", "ImageBARTEncode", "ImageBARTDecode", "ImageBARTRandomCodes", "ImageBARTNoiseCodes",
+              "ImageBARTReverseStep", "ImageBARTSample", "ImageBARTMaskedRefine", "ImageBARTClassCondition",
+              "ImageBARTTextCondition"]
+# workflow -> {SaveImage/PreviewImage count of images expected, by filename prefix of SaveImage}
+EXPECTED_SAVED = {"unconditional_sampling": 4, "step_by_step_chain": 2, "inpainting_free_form": 1,
+                  "upper_half_completion": 4, "class_guided_local_edit": 1, "text_guided_local_edit": 1,
+                  "variations": 4}
+REPORT: dict = {}
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    from imagebart_core.random_model import write_random_model
+
+    work = tmp_path_factory.mktemp("comfy")
+    models = work / "models"
+    for kind, name in [("none", "uncond"), ("class", "class"), ("text", "text")]:
+        write_random_model(models / f"imagebart-random-{name}.safetensors", kind)
+    srv = ComfyServer(COMFY, work, models, python=os.environ.get("IMAGEBART_COMFYUI_PYTHON"))
+    t0 = time.monotonic()
+    srv.start()
+    REPORT["startup_s"] = round(time.monotonic() - t0, 1)
+    for png in (WORKFLOWS / "inputs").glob("*.png"):
+        srv.upload_image(png)
+    yield srv
+    srv.stop()
+    out = os.environ.get("IMAGEBART_E2E_REPORT")
+    if out:
+        Path(out).write_text(json.dumps(REPORT, indent=1), encoding="utf-8")
+
+
+@pytest.fixture(scope="module")
+def defs(server):
+    return server.object_info()
+
+
+def test_pack_imports_cleanly_and_nodes_are_documented(server, defs):
+    log = server.log()
+    assert "IMPORT FAILED" not in log
+    pack_lines = [line for line in log.splitlines() if "imagebart" in line.lower()]
+    noisy = [line for line in pack_lines if any(w in line.lower() for w in ("error", "warning", "traceback", "cannot"))]
+    assert not noisy, noisy
+    for name in PACK_NODES:
+        info = defs[name]
+        assert info["category"] == "ImageBART" and len(info["description"]) > 30
+        for section in ("required", "optional"):
+            for inp, spec in info["input"].get(section, {}).items():
+                assert spec[1].get("tooltip"), f"{name}.{inp}"
+
+
+def test_stub_definitions_match_comfyui(defs):
+    """The CI checks use definitions read through tests/comfy_stub.py: they must equal the real ones."""
+    from workflow_tools import pack_definitions
+
+    for name, mine in pack_definitions().items():
+        real = defs[name]
+        assert mine["input_order"] == {k: v for k, v in real["input_order"].items() if k != "hidden"}, name
+        assert mine["output"] == real["output"] and mine["output_name"] == real["output_name"], name
+        for section, inputs in mine["input"].items():
+            for inp, (kind, opts) in inputs.items():
+                rkind, ropts = real["input"][section][inp]
+                assert kind == rkind, (name, inp)
+                for key in ("default", "min", "max", "control_after_generate", "options", "tooltip"):
+                    if key in opts and inp != "model_name":  # the model list depends on the installation
+                        assert ropts.get(key) == opts[key], (name, inp, key)
+
+
+@pytest.mark.parametrize("name", sorted(EXPECTED_SAVED))
+def test_workflow_runs(server, defs, name):
+    from PIL import Image
+
+    wf = load_workflow(WORKFLOWS / f"{name}.json")
+    prompt = to_api(wf, defs)
+    t0 = time.monotonic()
+    pid = server.queue(prompt, wf)
+    hist = server.wait(pid, timeout=900)
+    elapsed = time.monotonic() - t0
+    assert hist["status"]["status_str"] == "success", messages(hist, "execution_error")
+    saved = [img for nid, imgs in output_images(hist).items() for img in imgs
+             if prompt[nid]["class_type"] == "SaveImage"]
+    previews = [img for nid, imgs in output_images(hist).items() for img in imgs
+                if prompt[nid]["class_type"] == "PreviewImage"]
+    assert len(saved) == EXPECTED_SAVED[name]
+    files = []
+    for img in saved:
+        pic = Image.open(io.BytesIO(server.view(img)))
+        assert pic.size == (64, 64)
+        files.append(str(Path(server.workdir) / "output" / img.get("subfolder", "") / img["filename"]))
+    REPORT.setdefault("workflows", {})[name] = {"seconds": round(elapsed, 2), "saved": files,
+                                                "previews": len(previews)}
+
+
+def _sample_prompt(batch: int, seed: int = 1, **extra) -> dict:
+    return {
+        "1": {"class_type": "ImageBARTLoader", "inputs": {"model_name": "imagebart-random-uncond.safetensors",
+                                                          "device": "auto", "dtype": "auto"}},
+        "2": {"class_type": "ImageBARTSample", "inputs": {
+            "model": ["1", 0], "width": 0, "height": 0, "batch_size": batch, "seed": seed, "temperature": 1.0,
+            "top_k": 0, "top_p": 1.0, "guidance": 1.0, "temperature_per_scale": "", "top_k_per_scale": "",
+            "top_p_per_scale": "", **extra}},
+        "3": {"class_type": "ImageBARTDecode", "inputs": {"model": ["1", 0], "codes": ["2", 0]}},
+        "4": {"class_type": "PreviewImage", "inputs": {"images": ["3", 0]}},
+    }
+
+
+def test_cancel_stops_sample_promptly(server):
+    pid = server.queue(_sample_prompt(batch=32, seed=123))
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and not server.running():
+        time.sleep(0.05)
+    time.sleep(1.5)  # well inside the Sample node (it takes many seconds at batch 32)
+    assert server.running(), "Sample finished before it could be cancelled"
+    t0 = time.monotonic()
+    server.interrupt()
+    hist = server.wait(pid, timeout=30, poll=0.02)
+    stopped = time.monotonic() - t0
+    REPORT["cancel_seconds"] = round(stopped, 3)
+    assert messages(hist, "execution_interrupted"), hist["status"]
+    assert stopped < 1.0
+
+
+def test_errors_reach_the_client(server):
+    # a missing model file: rejected before running, naming the file and the folder
+    prompt = _sample_prompt(batch=1)
+    prompt["1"]["inputs"]["model_name"] = "missing-model.safetensors"
+    with pytest.raises(ComfyError) as err:
+        server.queue(prompt)
+    text = json.dumps(err.value.body)
+    assert err.value.status == 400 and "missing-model.safetensors" in text and "imagebart" in text
+    REPORT["missing_model_message"] = err.value.body["node_errors"]["1"]["errors"][0]["details"]
+    # a bad per-scale override: fails while running, the message arrives as execution_error
+    pid = server.queue(_sample_prompt(batch=1, seed=5, temperature_per_scale="9:0.5"))
+    hist = server.wait(pid, timeout=120)
+    errors = messages(hist, "execution_error")
+    assert errors and "scale 9 does not exist" in errors[0]["exception_message"]
+    REPORT["runtime_error_message"] = errors[0]["exception_message"]
+    # an unknown class name on the class model
+    prompt = {
+        "1": {"class_type": "ImageBARTLoader", "inputs": {"model_name": "imagebart-random-class.safetensors",
+                                                          "device": "auto", "dtype": "auto"}},
+        "2": {"class_type": "ImageBARTClassCondition", "inputs": {"model": ["1", 0], "class_name": "1000",
+                                                                  "batch_size": 1}},
+        "3": {"class_type": "ImageBARTSample", "inputs": {**_sample_prompt(1)["2"]["inputs"], "model": ["1", 0],
+                                                          "condition": ["2", 0]}},
+        "4": {"class_type": "ImageBARTDecode", "inputs": {"model": ["1", 0], "codes": ["3", 0]}},
+        "5": {"class_type": "PreviewImage", "inputs": {"images": ["4", 0]}},
+    }
+    hist = server.wait(server.queue(prompt), timeout=120)
+    errors = messages(hist, "execution_error")
+    assert errors and "out of range" in errors[0]["exception_message"]
+    REPORT["class_error_message"] = errors[0]["exception_message"]
+
+
+def test_same_seed_same_image_and_unload(server):
+    """Same seed -> same pixels across prompts (cache off by changing an unrelated node), then Unload models."""
+    from PIL import Image
+
+    pics = []
+    for prefix in ("a", "b"):
+        prompt = _sample_prompt(batch=1, seed=77)
+        prompt["4"] = {"class_type": "SaveImage", "inputs": {"images": ["3", 0], "filename_prefix": f"seed/{prefix}"}}
+        prompt["2"]["inputs"]["top_p_per_scale"] = "" if prefix == "a" else " "  # defeats the cache, same settings
+        hist = server.wait(server.queue(prompt), timeout=300)
+        img = next(iter(output_images(hist).values()))[0]
+        pics.append(Image.open(io.BytesIO(server.view(img))).tobytes())
+    assert pics[0] == pics[1]
+    server.post("/free", {"unload_models": True, "free_memory": True})
+    hist = server.wait(server.queue(_sample_prompt(batch=1, seed=78)), timeout=300)
+    assert hist["status"]["status_str"] == "success"
