@@ -184,7 +184,9 @@ def _train(a, env: common.DistEnv) -> dict:
     cfg = load_model_config(a.config)
     s = a.scale
     out = Path(a.out)
-    model = ScaleModel(cfg, s)  # raises for a bad --scale
+    with torch.random.fork_rng(devices=[]):  # initial weights: a function of --seed and the scale only
+        torch.manual_seed(a.seed * 1000 + s)
+        model = ScaleModel(cfg, s)  # raises for a bad --scale
     fingerprint = config_fingerprint(cfg)
     resume_from = common.find_resume(out, a.resume)
     if a.resume == "never" and (out / "checkpoints" / common.CHECKPOINT_NAME).is_file():
