@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import logging
+import os
 import time
 from pathlib import Path
 
@@ -338,7 +339,7 @@ def _sample_grid(model, ema, vq, cfg, s, codes, conditioner, diffusion, a, path:
 
 def main(argv=None) -> None:
     summary = run(argv)
-    if summary:
+    if summary and int(os.environ.get("RANK", "0")) == 0:
         print(f"scale trained to step {summary['step']}: {summary['stats']} -> {summary['weights']}")  # noqa: T201 (CLI summary)
 
 

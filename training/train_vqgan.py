@@ -18,6 +18,7 @@ import argparse
 import contextlib
 import json
 import logging
+import os
 import time
 from pathlib import Path
 
@@ -170,7 +171,7 @@ def _train(a, env, cfg: VQGANConfig, ds: ImageFolder, perceptual) -> dict:
                 yield [(i, plan.epoch) for i in idx]
 
     loader = torch.utils.data.DataLoader(ds, batch_sampler=batches(), num_workers=a.workers,
-                                         collate_fn=lambda items: torch.stack([it["image"] for it in items]))
+                                         collate_fn=_stack_images)
     it = iter(loader)
     runlog = common.RunLog(out, env.is_main, ["step", "lr", "loss", "l1", "lpips", "nll", "vq", "g", "d_weight", "d",
                                               "logits_real", "logits_fake", "items_per_s"])
@@ -237,6 +238,10 @@ def _train(a, env, cfg: VQGANConfig, ds: ImageFolder, perceptual) -> dict:
     return {"step": stop, "stats": last_stats, "out": str(out), "weights": str(out / "vqgan.safetensors")}
 
 
+def _stack_images(items: list[dict]) -> torch.Tensor:
+    return torch.stack([it["image"] for it in items])  # [B, 3, S, S]
+
+
 @torch.no_grad()
 def _samples(model: VQGAN, fixed: torch.Tensor, env, path: Path) -> None:
     was = model.training
@@ -266,7 +271,8 @@ def _checkpoint(out, env, cfg, model, disc, opt_g, opt_d, scaler_g, scaler_d, em
 
 def main(argv=None) -> None:
     s = run(argv)
-    print(f"VQGAN trained to step {s['step']}: {s['stats']} -> {s['weights']}")  # noqa: T201 (CLI summary)
+    if int(os.environ.get("RANK", "0")) == 0:
+        print(f"VQGAN trained to step {s['step']}: {s['stats']} -> {s['weights']}")  # noqa: T201 (CLI summary)
 
 
 if __name__ == "__main__":
