@@ -165,7 +165,9 @@ def _load_data(a, cfg: ModelConfig, env: common.DistEnv, out: Path) -> CodeSet:
         if not a.data:
             raise SystemExit("give --codes (training.precompute_codes) or --data (an image folder)")
         cache = out / "codes.safetensors"
-        if not cache.is_file():
+        cached = cache.is_file()
+        common.barrier(env)  # every process decides before process 0 may write the cache
+        if not cached:
             vq = load_vqgan_for(cfg, *resolve_vqgan_paths(cfg, a.vqgan, a.shrink), device=env.device)
             cs = encode_folder(cfg, vq, a.data, 32, env.device, False, env)
             if env.is_main:
@@ -184,6 +186,10 @@ def _load_data(a, cfg: ModelConfig, env: common.DistEnv, out: Path) -> CodeSet:
 def _train(a, env: common.DistEnv) -> dict:
     cfg = load_model_config(a.config)
     s = a.scale
+    if a.kl_weight is not None and not 0.0 <= a.kl_weight <= 1.0:
+        raise SystemExit("--kl-weight must lie in [0, 1]")
+    if a.cond_dropout is not None and not 0.0 <= a.cond_dropout < 1.0:
+        raise SystemExit("--cond-dropout must lie in [0, 1)")
     out = Path(a.out)
     with torch.random.fork_rng(devices=[]):  # initial weights: a function of --seed and the scale only
         torch.manual_seed(a.seed * 1000 + s)
