@@ -1,0 +1,279 @@
+"""Train the compression stage: a VQGAN (paper Sec. 3.2, the taming-transformers recipe).
+
+    python -m training.train_vqgan --data DATA --image-size 256 --preset f16 --out runs/vqgan
+
+Loss: L1 reconstruction + LPIPS (VGG16) perceptual distance + patch discriminator with the hinge loss,
+weighted adaptively from the gradients at the decoder's last layer and switched on at ``--disc-start``, +
+the codebook / commitment loss. LPIPS needs torchvision's VGG16 weights once: without them cached the run
+stops and says how to proceed (``--allow-download``, or ``--no-perceptual`` to train without the term).
+
+Writes to OUT: ``vqgan.safetensors`` (for training.shrink_codebook / model_config / assemble; EMA weights
+when ``--ema-decay`` > 0), ``checkpoints/last.pt`` (exact resume), ``log.csv``, ``samples/step_*.png``
+(top: originals, bottom: reconstructions). Many GPUs: launch with torchrun (docs/training.md).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import logging
+import os
+import time
+from pathlib import Path
+
+import torch
+from torch.nn.parallel import DistributedDataParallel as DDP
+
+from imagebart_core.config import VQGANConfig
+from imagebart_core.vqgan import VQGAN
+
+from . import common
+from .data import DataError, ImageFolder
+from .files import save_vqgan, vqgan_config_from_dict
+from .train_scale import save_png
+from .vqgan_loss import PatchDiscriminator, PerceptualWeightsMissing, VQGANLoss, make_lpips
+
+log = logging.getLogger(__name__)
+
+VQGAN_PRESETS: dict[str, VQGANConfig] = {
+    # for tests and smoke runs: factor 4, 48 codes
+    "tiny": VQGANConfig(base_channels=16, channel_mult=(1, 2, 2), num_res_blocks=1, attn_resolutions=(),
+                        resolution=16, z_channels=8, embed_dim=8, n_embed=48),
+    # small images / quick experiments: factor 8
+    "f8-small": VQGANConfig(base_channels=64, channel_mult=(1, 2, 2, 4), num_res_blocks=1, attn_resolutions=(8,),
+                            resolution=64, z_channels=64, embed_dim=64, n_embed=512),
+    # the original ImageBART / taming VQGAN (factor 16, 16x16 tokens at 256 px); set --n-embed 16384 for ImageNet
+    "f16": VQGANConfig(),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m training.train_vqgan", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--data", required=True, help="image folder (recursive)")
+    p.add_argument("--image-size", type=int, required=True, help="training crop side in pixels")
+    p.add_argument("--preset", default="f16", choices=sorted(VQGAN_PRESETS), help="architecture (default f16)")
+    p.add_argument("--vqgan-config", default=None, help="JSON file with a full VQGANConfig (overrides --preset)")
+    p.add_argument("--n-embed", type=int, default=None, help="codebook size (overrides the preset)")
+    p.add_argument("--random-crop", action="store_true", help="random instead of centre crops")
+    p.add_argument("--hflip", action="store_true", help="random horizontal flips")
+    g = p.add_argument_group("loss")
+    g.add_argument("--no-perceptual", action="store_true", help="train without the LPIPS term (no VGG weights)")
+    g.add_argument("--allow-download", action="store_true", help="let torchvision download the VGG16 weights")
+    g.add_argument("--perceptual-trunk", default="vgg", choices=["vgg", "random"],
+                   help="random = an untrained VGG trunk (tests only; not a perceptual metric)")
+    g.add_argument("--perceptual-weight", type=float, default=1.0)
+    g.add_argument("--disc-start", type=int, default=10_000, help="step at which the GAN terms start")
+    g.add_argument("--disc-weight", type=float, default=0.8, help="scale of the adaptive GAN weight (0 = no GAN)")
+    g.add_argument("--disc-lr-mult", type=float, default=1.0, help="discriminator lr = lr x this")
+    g.add_argument("--codebook-weight", type=float, default=1.0)
+    g.add_argument("--disc-layers", type=int, default=3)
+    g.add_argument("--sample-count", type=int, default=8)
+    common.add_trainer_args(p, lr=7.2e-5, batch=8, steps=200_000, warmup=0, ema=0.0)
+    p.set_defaults(beta1=0.5, beta2=0.9, weight_decay=0.0, lr_start=None)
+    return p
+
+
+def vqgan_config_from_args(a) -> VQGANConfig:
+    if a.vqgan_config:
+        cfg = vqgan_config_from_dict(json.loads(Path(a.vqgan_config).read_text(encoding="utf-8")))
+    else:
+        cfg = VQGANConfig(**{**VQGAN_PRESETS[a.preset].__dict__})
+    if a.n_embed:
+        cfg.n_embed = a.n_embed
+    if a.image_size % cfg.factor:
+        raise SystemExit(f"--image-size {a.image_size} is not a multiple of the VQGAN factor {cfg.factor}")
+    return cfg
+
+
+def run(argv=None) -> dict:
+    a = build_parser().parse_args(argv)
+    common.check_trainer_args(a)
+    common.setup_logging()
+    if a.threads:
+        torch.set_num_threads(a.threads)
+    cfg = vqgan_config_from_args(a)
+    perceptual = None
+    if not a.no_perceptual and a.perceptual_weight > 0:
+        try:
+            perceptual = make_lpips(a.perceptual_trunk, a.allow_download)
+        except PerceptualWeightsMissing as exc:
+            raise SystemExit(f"error: {exc}") from None
+    try:
+        ds = ImageFolder(a.data, a.image_size, random_crop=a.random_crop, hflip=a.hflip, seed=a.seed)
+    except DataError as exc:
+        raise SystemExit(f"error: {exc}") from None
+    env = common.init_distributed(a.device)
+    try:
+        return _train(a, env, cfg, ds, perceptual)
+    finally:
+        common.cleanup_distributed()
+
+
+def _train(a, env, cfg: VQGANConfig, ds: ImageFolder, perceptual) -> dict:
+    out = Path(a.out)
+    if a.resume == "never" and (out / "checkpoints" / common.CHECKPOINT_NAME).is_file():
+        raise SystemExit(f"{out} already holds a run; use another --out or --resume auto")
+    resume_from = common.find_resume(out, a.resume)
+    torch.manual_seed(a.seed)
+    model = VQGAN(cfg).to(env.device)
+    disc = PatchDiscriminator(cfg.out_channels, n_layers=a.disc_layers).to(env.device)
+    if a.disc_weight > 0:
+        try:
+            with torch.no_grad():
+                disc.eval()(torch.zeros(1, cfg.out_channels, a.image_size, a.image_size, device=env.device))
+        except RuntimeError:
+            raise SystemExit(f"--image-size {a.image_size} is too small for a {a.disc_layers}-layer patch "
+                             "discriminator; lower --disc-layers (or --disc-weight 0 for no GAN)") from None
+    loss_fn = VQGANLoss(perceptual.to(env.device) if perceptual is not None else None, a.perceptual_weight,
+                        a.disc_start, a.disc_weight, a.codebook_weight, disc)
+    precision = common.resolve_precision(a.precision, env.device)
+    betas = (a.beta1, a.beta2)
+    opt_g = torch.optim.AdamW(model.parameters(), lr=a.lr, betas=betas, weight_decay=a.weight_decay)
+    opt_d = torch.optim.AdamW(disc.parameters(), lr=a.lr, betas=betas, weight_decay=a.weight_decay)
+    for group in opt_d.param_groups:
+        group["lr_scale"] = a.disc_lr_mult
+    scaler_g, scaler_d = common.make_scaler(precision, env.device), common.make_scaler(precision, env.device)
+    ema = common.EMA(model, a.ema_decay) if a.ema_decay > 0 else None
+    start = 0
+    if resume_from is not None:
+        ck = common.load_checkpoint(resume_from)
+        if ck.get("kind") != "vqgan":
+            raise SystemExit(f"{resume_from} is not a VQGAN checkpoint")
+        if ck.get("vqgan_config") != json.dumps(cfg.__dict__, default=list):
+            raise SystemExit(f"{resume_from} was trained with another VQGAN architecture; use a new --out")
+        model.load_state_dict(ck["model"])
+        disc.load_state_dict(ck["disc"])
+        opt_g.load_state_dict(ck["opt_g"])
+        opt_d.load_state_dict(ck["opt_d"])
+        scaler_g.load_state_dict(ck["scaler_g"])
+        scaler_d.load_state_dict(ck["scaler_d"])
+        if ema is not None and ck.get("ema") is not None:
+            ema.load_state_dict(ck["ema"])
+        states = ck["rng"]
+        common.set_rng_state(states[env.rank] if len(states) == env.world else states[0])
+        start = int(ck["step"])
+        if env.is_main:
+            log.info("resuming the VQGAN from %s at step %d", resume_from, start)
+    dev_ids = [env.device.index] if env.device.type == "cuda" else None
+    g_model = DDP(model, device_ids=dev_ids) if env.distributed else model
+    d_model = DDP(disc, device_ids=dev_ids) if env.distributed else disc
+    stop = min(a.max_steps, a.stop_after) if a.stop_after else a.max_steps
+    n = len(ds)
+    common.steps_per_epoch(n, env.world, a.batch_size, a.accumulate)
+    gb = env.world * a.batch_size * a.accumulate
+
+    def batches():
+        for step in range(start, stop):
+            plan = common.batch_plan(n, step, env, a.batch_size, a.accumulate, a.seed)
+            for idx in plan.micro:
+                yield [(i, plan.epoch) for i in idx]
+
+    loader = torch.utils.data.DataLoader(ds, batch_sampler=batches(), num_workers=a.workers,
+                                         collate_fn=_stack_images)
+    it = iter(loader)
+    runlog = common.RunLog(out, env.is_main, ["step", "lr", "loss", "l1", "lpips", "nll", "vq", "g", "d_weight", "d",
+                                              "logits_real", "logits_fake", "items_per_s"])
+    bar = common.Progress(stop, start, env.is_main and not a.no_progress, "vqgan", a.log_every)
+    fixed = torch.stack([ds.load(i, 0) for i in range(min(a.sample_count, n))]) if env.is_main else None
+    last_layer = model.last_decoder_layer_weight
+    t_last, items_since, last_stats = time.time(), 0, {}
+    model.train()
+    disc.train()
+    for step in range(start, stop):
+        lr = common.warmup_cosine(step, warmup=a.warmup_steps, total=a.max_steps, lr=a.lr, lr_start=a.lr_start,
+                                  lr_min=a.min_lr)
+        common.set_lr(opt_g, lr)
+        common.set_lr(opt_d, lr)
+        gan = loss_fn.gan_active(step)
+        opt_g.zero_grad(set_to_none=True)
+        opt_d.zero_grad(set_to_none=True)
+        sums: dict[str, float] = {}
+        for m in range(a.accumulate):
+            x = next(it).to(env.device)  # [B, 3, S, S] in [-1, 1]
+            last = m == a.accumulate - 1
+            sync = contextlib.nullcontext() if (not env.distributed or last) else g_model.no_sync()
+            with sync:
+                with common.autocast(precision, env.device):
+                    x_rec, q_loss, _ = g_model(x)
+                loss, stats = loss_fn.generator_loss(x, x_rec, q_loss, step, last_layer,
+                                                     disc=d_model if gan else None)
+                scaler_g.scale(loss / a.accumulate).backward()
+            if gan:
+                dsync = contextlib.nullcontext() if (not env.distributed or last) else d_model.no_sync()
+                with dsync:
+                    with common.autocast(precision, env.device):
+                        d_loss, d_stats = loss_fn.discriminator_loss(x, x_rec, disc=d_model)
+                    scaler_d.scale(d_loss / a.accumulate).backward()
+                stats.update(d_stats)
+            stats["loss"] = float(loss.detach())
+            for k, v in stats.items():
+                sums[k] = sums.get(k, 0.0) + v / a.accumulate
+        if a.grad_clip > 0:
+            scaler_g.unscale_(opt_g)
+            torch.nn.utils.clip_grad_norm_(model.parameters(), a.grad_clip)
+        scaler_g.step(opt_g)
+        scaler_g.update()
+        if gan:
+            scaler_d.step(opt_d)
+            scaler_d.update()
+        if ema is not None:
+            ema.update(model)
+        items_since += gb
+        done = step + 1
+        if done % a.log_every == 0 or done == stop:
+            stats = {k: common.mean_across(env, v) for k, v in sorted(sums.items())}
+            now = time.time()
+            row = {"step": done, "lr": lr, **stats, "items_per_s": items_since / max(now - t_last, 1e-9)}
+            t_last, items_since = now, 0
+            runlog.write(row)
+            last_stats = stats
+        bar.update(done, {"loss": sums["loss"], "l1": sums["l1"]})
+        if env.is_main and a.sample_every > 0 and (done % a.sample_every == 0 or done == stop):
+            _samples(model, fixed, env, out / "samples" / f"step_{done:07d}.png")
+        if done % a.ckpt_every == 0 or done == stop:
+            _checkpoint(out, env, cfg, model, disc, opt_g, opt_d, scaler_g, scaler_d, ema, done)
+    bar.close()
+    return {"step": stop, "stats": last_stats, "out": str(out), "weights": str(out / "vqgan.safetensors")}
+
+
+def _stack_images(items: list[dict]) -> torch.Tensor:
+    return torch.stack([it["image"] for it in items])  # [B, 3, S, S]
+
+
+@torch.no_grad()
+def _samples(model: VQGAN, fixed: torch.Tensor, env, path: Path) -> None:
+    was = model.training
+    model.eval()
+    rec, _, _ = model(fixed.to(env.device))
+    model.train(was)
+    both = torch.cat([fixed, rec.float().cpu()])  # [2B, 3, S, S]
+    b = fixed.shape[0]
+    img = ((both.clamp(-1, 1) + 1) / 2).view(2, b, *both.shape[1:])  # [2, B, 3, S, S]
+    _, _, c, h, w = img.shape
+    save_png(img.permute(2, 0, 3, 1, 4).reshape(c, 2 * h, b * w), path)
+
+
+def _checkpoint(out, env, cfg, model, disc, opt_g, opt_d, scaler_g, scaler_d, ema, step) -> None:
+    states = common.all_gather_objects(env, common.rng_state())
+    if env.is_main:
+        common.save_checkpoint(out / "checkpoints" / common.CHECKPOINT_NAME, {
+            "kind": "vqgan", "step": step, "vqgan_config": json.dumps(cfg.__dict__, default=list),
+            "model": model.state_dict(), "disc": disc.state_dict(), "opt_g": opt_g.state_dict(),
+            "opt_d": opt_d.state_dict(), "scaler_g": scaler_g.state_dict(), "scaler_d": scaler_d.state_dict(),
+            "ema": ema.state_dict() if ema is not None else None, "rng": states,
+        })
+        weights = ema.weights(model) if ema is not None else {k: v.detach().cpu() for k, v in model.state_dict().items()}
+        save_vqgan(weights, cfg, out / "vqgan.safetensors", info={"step": step, "ema": ema is not None})
+    common.barrier(env)
+
+
+def main(argv=None) -> None:
+    s = run(argv)
+    if int(os.environ.get("RANK", "0")) == 0:
+        print(f"VQGAN trained to step {s['step']}: {s['stats']} -> {s['weights']}")  # noqa: T201 (CLI summary)
+
+
+if __name__ == "__main__":
+    main()
