@@ -63,13 +63,23 @@ def read_config(path: str | os.PathLike) -> ModelConfig:
 
 
 def save_model(model: ImageBART, path: str | os.PathLike, overwrite: bool = False,
-               extra_metadata: dict[str, str] | None = None) -> Path:
-    """Write ``model`` to ``path`` atomically. Refuses to replace an existing file unless ``overwrite``."""
+               extra_metadata: dict[str, str] | None = None, transformer_dtype: torch.dtype | None = None) -> Path:
+    """Write ``model`` to ``path`` atomically. Refuses to replace an existing file unless ``overwrite``.
+
+    ``transformer_dtype`` (e.g. torch.float16) stores the scales' floating-point weights in that dtype to
+    halve the file; the VQGAN is always stored in float32. Loading casts to the dtype asked for.
+    """
     p = Path(path)
     if p.exists() and not overwrite:
         raise FileExistsError(f"{p} exists; pass overwrite=True to replace it")
     p.parent.mkdir(parents=True, exist_ok=True)
-    tensors = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+    tensors = {}
+    for name, value in model.state_dict().items():
+        value = value.detach().contiguous().cpu()
+        if value.is_floating_point():
+            store = torch.float32 if name.startswith("vqgan.") else (transformer_dtype or value.dtype)
+            value = value.to(store)
+        tensors[name] = value
     meta = {
         "format": FORMAT_NAME,
         "format_version": str(FORMAT_VERSION),

@@ -19,6 +19,7 @@ from __future__ import annotations
 import difflib
 import functools
 import json
+import logging
 import operator
 import re
 from collections.abc import Sequence
@@ -28,6 +29,8 @@ from pathlib import Path
 import torch
 
 from .config import ConditioningConfig
+
+logger = logging.getLogger(__name__)
 
 __all__ = [
     "NULL_LABEL",
@@ -321,6 +324,21 @@ def _clip_tokenizer():
     return SimpleTokenizer()
 
 
+def remap_text_tokens(tokens: torch.Tensor, known_ids: Sequence[int], prompts: Sequence[str] = ()) -> torch.Tensor:
+    """CLIP ids int64 [B, L] -> a model's compact text vocabulary: position in ``known_ids`` (sorted) + 1;
+    0 stands for padding and for every id the model never saw (logged, since those words are ignored)."""
+    ids = torch.as_tensor(list(known_ids), dtype=torch.int64)  # (V,)
+    pos = torch.searchsorted(ids, tokens).clamp(max=ids.numel() - 1)  # (B, L)
+    known = ids[pos] == tokens
+    out = torch.where(known, pos + 1, torch.zeros_like(tokens))
+    unknown = (~known) & (tokens != 0)
+    if bool(unknown.any()):
+        rows = sorted({int(r) for r in unknown.nonzero()[:, 0]})
+        logger.warning("%d prompt token(s) are outside this model's text vocabulary and are ignored (prompts: %s)",
+                       int(unknown.sum()), ", ".join(repr(prompts[r]) for r in rows if r < len(prompts)))
+    return out
+
+
 def text_condition(cfg: ConditioningConfig, prompts: Sequence[str], *, allow_empty: bool = False) -> Condition:
     """A text condition, one row per prompt.
 
@@ -347,6 +365,8 @@ def text_condition(cfg: ConditioningConfig, prompts: Sequence[str], *, allow_emp
     tokenizer = _clip_tokenizer()
     cleaned = ["" if e else p for p, e in zip(prompts, empty)]
     tokens = tokenizer(cleaned, context_length=cfg.text_length).to(torch.int64)  # (B, text_length)
+    if cfg.text_token_ids is not None:
+        tokens = remap_text_tokens(tokens, cfg.text_token_ids, prompts)
     if int(tokens.max()) >= cfg.text_vocab_size:
         raise ValueError(f"the CLIP tokenizer's ids exceed the model's text vocabulary of {cfg.text_vocab_size}")
     return Condition(

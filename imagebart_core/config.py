@@ -101,8 +101,11 @@ class ConditioningConfig:
     num_classes: int = 0
     class_names: list[str] | None = None  # None with 1000 classes means the ImageNet names
     shared_class_embedding: bool = False  # original cIN: class ids index the image-token table
-    text_vocab_size: int = 49408  # CLIP BPE vocabulary
+    text_vocab_size: int = 49408  # CLIP BPE vocabulary (len(text_token_ids) + 1 with a compact vocabulary)
     text_length: int = 77  # CLIP context length
+    # A compact text vocabulary (small models): the sorted CLIP ids the model knows; tokens become their
+    # position + 1, and 0 stands for padding and unknown ids. None = the whole CLIP vocabulary.
+    text_token_ids: list[int] | None = None
     null_condition: bool = False  # trained with condition dropout: an unconditional row exists
 
     @property
@@ -189,6 +192,10 @@ class ModelConfig:
             raise ValueError(f"unknown conditioning kind {cond.kind!r}")
         if cond.kind == "class" and cond.num_classes < 1:
             raise ValueError("class conditioning needs num_classes >= 1")
+        if cond.text_token_ids is not None:
+            ids = cond.text_token_ids
+            if any(b <= a for a, b in zip(ids, ids[1:])) or cond.text_vocab_size != len(ids) + 1:
+                raise ValueError("text_token_ids must be sorted and unique, with text_vocab_size = len + 1")
         if cond.class_names is not None and len(cond.class_names) != cond.num_classes:
             raise ValueError("class_names must have num_classes entries")
         for name in ("temperature", "top_k", "top_p", "refine_passes"):

@@ -117,3 +117,15 @@ def test_header_is_plain_json_with_the_config(tmp_path):
     config = json.loads(header["__metadata__"]["config"])
     assert config["conditioning"]["kind"] == "class" and config["vocab_size"] == 32
     assert ib.read_config(path).to_dict() == model.config.to_dict()
+
+
+def test_transformers_can_be_stored_in_half_precision(tmp_path):
+    model = ib.build_model(ib.tiny_config(), seed=0)
+    full = ib.save_model(model, tmp_path / "full.safetensors")
+    half = ib.save_model(model, tmp_path / "half.safetensors", transformer_dtype=torch.float16)
+    assert half.stat().st_size < full.stat().st_size
+    loaded = ib.load_model(half)
+    assert loaded.scales[0].to_logits.weight.dtype == torch.float32  # cast back on load
+    assert torch.equal(loaded.vqgan.quantize.embedding.weight, model.vqgan.quantize.embedding.weight)
+    w = model.scales[0].to_logits.weight
+    assert torch.equal(loaded.scales[0].to_logits.weight, w.half().float())

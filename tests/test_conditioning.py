@@ -209,3 +209,20 @@ def test_condition_validates_fields():
         Condition("class", torch.zeros(2, 1, dtype=torch.int64), ["a"], torch.zeros(2, dtype=torch.bool))
     with pytest.raises(ValueError, match="kind"):
         Condition("image", torch.zeros(2, 1, dtype=torch.int64), ["a", "b"], torch.zeros(2, dtype=torch.bool))
+
+
+def test_compact_text_vocabulary_remaps_known_ids_and_drops_unknown_ones(caplog):
+    from imagebart_core.conditioning import _clip_tokenizer
+
+    full = ConditioningConfig(kind="text", text_length=12)
+    seen = text_condition(full, ["a red circle"]).tokens[0]
+    ids = sorted({int(t) for t in seen if int(t) != 0})
+    compact = ConditioningConfig(kind="text", text_length=12, text_token_ids=ids, text_vocab_size=len(ids) + 1)
+    tokens = text_condition(compact, ["a red circle"]).tokens[0]
+    expected = [ids.index(int(t)) + 1 if int(t) != 0 else 0 for t in seen]
+    assert tokens.tolist() == expected and int(tokens.max()) <= len(ids)
+    with caplog.at_level("WARNING"):
+        other = text_condition(compact, ["a purple circle"]).tokens[0]
+    purple = int(_clip_tokenizer()(["purple"], context_length=4)[0, 1])
+    assert purple not in ids and int((other == 0).sum()) == int((tokens == 0).sum()) + 1
+    assert "outside this model's text vocabulary" in caplog.text

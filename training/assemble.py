@@ -33,8 +33,12 @@ def _scale_file(p: Path) -> Path:
     return p
 
 
+STORE_DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+
+
 def assemble(config: str | Path, scales: list[str | Path], out: str | Path, vqgan: str | None = None,
-             shrink: str | None = None, name: str | None = None, overwrite: bool = False) -> Path:
+             shrink: str | None = None, name: str | None = None, overwrite: bool = False,
+             store_dtype: str = "fp32") -> Path:
     """Build and save the model; returns the written path. Raises SystemExit with a reason on mismatch."""
     cfg = load_model_config(config)
     fp = config_fingerprint(cfg)
@@ -69,7 +73,7 @@ def assemble(config: str | Path, scales: list[str | Path], out: str | Path, vqga
     for s, state in by_scale.items():
         model.scales[s - 1].load_state_dict(state, strict=True)
     model = model.to_runtime("cpu", torch.float32)
-    path = save_model(model, out, overwrite=overwrite)
+    path = save_model(model, out, overwrite=overwrite, transformer_dtype=STORE_DTYPES[store_dtype])
     ib.load_model(path)  # check the file reads back
     return path
 
@@ -83,10 +87,12 @@ def main(argv=None) -> None:
     p.add_argument("--vqgan", default=None, help="VQGAN file (default: recorded in the config)")
     p.add_argument("--shrink", default=None, help="shrink list (default: recorded in the config)")
     p.add_argument("--name", default=None, help="model name stored in the file")
+    p.add_argument("--store-dtype", default="fp32", choices=sorted(STORE_DTYPES),
+                   help="dtype of the transformers' weights in the file (fp16 halves it; the VQGAN stays fp32)")
     p.add_argument("--overwrite", action="store_true")
     a = p.parse_args(argv)
     try:
-        path = assemble(a.config, a.scales, a.out, a.vqgan, a.shrink, a.name, a.overwrite)
+        path = assemble(a.config, a.scales, a.out, a.vqgan, a.shrink, a.name, a.overwrite, a.store_dtype)
     except (FileExistsError, FileNotFoundError, ValueError) as exc:
         raise SystemExit(f"error: {exc}") from None
     print(f"wrote {path}: {ib.checkpoint.describe(path)}")  # noqa: T201 (CLI summary)

@@ -71,6 +71,7 @@ def build_model_config(
     conditioning: str = "none",
     class_names: list[str] | None = None,
     text_length: int = 77,
+    text_token_ids: list[int] | None = None,
     null_condition: bool = True,
     residual: bool = False,
     name: str = "imagebart",
@@ -110,6 +111,9 @@ def build_model_config(
     elif conditioning == "text":
         cond.text_length = int(text_length)
         cond.null_condition = null_condition
+        if text_token_ids is not None:
+            cond.text_token_ids = sorted(set(int(i) for i in text_token_ids))
+            cond.text_vocab_size = len(cond.text_token_ids) + 1
     elif conditioning != "none":
         raise ConfigError(f"unknown conditioning {conditioning!r} (none | class | text)")
     prefix = 1 + cond.prefix_length
@@ -152,6 +156,21 @@ def build_model_config(
     return cfg
 
 
+def caption_token_ids(data, text_length: int) -> list[int]:
+    """Sorted CLIP ids (without padding 0) of every caption ``.txt`` beside the images of ``data``."""
+    from imagebart_core.conditioning import _clip_tokenizer
+
+    from .data import find_images
+
+    captions = [p.with_suffix(".txt").read_text().strip() for p in find_images(data) if p.with_suffix(".txt").exists()]
+    if not captions:
+        raise SystemExit(f"no caption .txt files beside the images of {data}")
+    ids: set[int] = set()
+    tokens = _clip_tokenizer()(captions, context_length=text_length)  # (N, L)
+    ids.update(int(t) for t in tokens.unique() if int(t) != 0)
+    return sorted(ids)
+
+
 def main(argv=None) -> None:
     from pathlib import Path
 
@@ -174,6 +193,9 @@ def main(argv=None) -> None:
     p.add_argument("--data", default=None, help="image folder whose sub-folders name the classes")
     p.add_argument("--class-names", nargs="+", default=None, help="class names (instead of --data)")
     p.add_argument("--text-length", type=int, default=77, help="CLIP tokens per caption (default 77)")
+    p.add_argument("--text-vocab-from-data", action="store_true",
+                   help="text: keep only the CLIP tokens that occur in the captions of --data (a compact text "
+                   "embedding for small models; other words are ignored at sampling time, with a warning)")
     p.add_argument("--no-null-condition", action="store_true",
                    help="no unconditional row (then train_scale cannot use condition dropout)")
     p.add_argument("--residual", action="store_true", help="ResidualScaled encoder-decoder scales (as the "
@@ -200,10 +222,16 @@ def main(argv=None) -> None:
         if not names:
             raise SystemExit(f"{a.data} has no class sub-folders with images")
     img = tuple(a.image_size) if len(a.image_size) == 2 else a.image_size[0]
+    text_ids = None
+    if a.text_vocab_from_data:
+        if a.conditioning != "text" or a.data is None:
+            raise SystemExit("--text-vocab-from-data needs --conditioning text and --data with captions")
+        text_ids = caption_token_ids(a.data, a.text_length)
     try:
         cfg = build_model_config(vqgan=vq, vocab_size=int(used.numel()), image_size=img, n_scales=a.n_scales,
                                  size=size, alpha_bar=a.alpha_bar, conditioning=a.conditioning, class_names=names,
-                                 text_length=a.text_length, null_condition=not a.no_null_condition,
+                                 text_length=a.text_length, text_token_ids=text_ids,
+                                 null_condition=not a.no_null_condition,
                                  residual=a.residual, name=a.name,
                                  source={"kind": "trained", "vqgan": str(a.vqgan), "shrink": str(a.shrink)})
     except ConfigError as exc:
