@@ -1,8 +1,15 @@
-"""``python -m imagebart_core.demo``: sample, inpaint and complete images, written as PNGs.
+"""``python -m imagebart_core.demo``: what ImageBART does, as PNGs, in seconds on a CPU.
 
-Uses the bundled demo model when it is installed (``models/`` beside this package) or a model file
-given with ``--model``; otherwise it falls back to a tiny **random-weight** model, which exercises
-the whole pipeline but draws structured noise, and says so.
+With the bundled demo models (``models/`` beside this package, trained by ``python -m training.demo_recipe``
+on procedural coloured shapes) it writes into ``--out``:
+
+* ``samples.png``: unconditional samples (top row) and one class-conditional sample per shape class;
+* ``inpainting.png``: inputs, the free-form mask (white = regenerate), and the inpainted results;
+* ``upper_half.png``: inputs, and completions of their upper halves from the lower halves;
+* ``text_edit.png``: an image from a prompt, the mask, and the masked region re-generated from another prompt.
+
+Without the bundled models (or with ``--model FILE``) it runs the same pipeline on that model, or on a tiny
+**random-weight** model, which exercises everything but draws structured noise, and says so.
 """
 
 from __future__ import annotations
@@ -21,64 +28,128 @@ from .model import ImageBART, upper_half_mask
 log = logging.getLogger("imagebart.demo")
 
 BUNDLED_MODELS = Path(__file__).resolve().parents[1] / "models"
+CLASS_MODEL = "imagebart-demo-shapes-class.safetensors"
+TEXT_MODEL = "imagebart-demo-shapes-text.safetensors"
 
 
-def save_grid(images: torch.Tensor, path: Path, columns: int = 4) -> Path:
-    """images float [B, 3, H, W] in 0..1 -> one PNG grid."""
+def save_grid(images: torch.Tensor, path: Path, columns: int = 4, scale: int = 1) -> Path:
+    """images float [B, 3, H, W] in 0..1 -> one PNG grid (``scale`` x nearest-neighbour enlargement)."""
     from PIL import Image
 
     b, _, h, w = images.shape
     columns = min(columns, b)
     rows = (b + columns - 1) // columns
-    grid = torch.ones(3, rows * h, columns * w)
+    pad = 2
+    grid = torch.ones(3, rows * (h + pad) + pad, columns * (w + pad) + pad)
     for i in range(b):
         r, c = divmod(i, columns)
-        grid[:, r * h : (r + 1) * h, c * w : (c + 1) * w] = images[i].cpu()
+        y, x = pad + r * (h + pad), pad + c * (w + pad)
+        grid[:, y : y + h, x : x + w] = images[i].detach().float().cpu()
     array = (grid.clamp(0, 1) * 255).round().byte().permute(1, 2, 0).numpy()
+    image = Image.fromarray(array)
+    if scale > 1:
+        image = image.resize((image.width * scale, image.height * scale), Image.NEAREST)
     path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(array).save(path)
+    image.save(path)
     return path
 
 
-def _default_model() -> tuple[ImageBART, str]:
-    candidates = sorted(BUNDLED_MODELS.glob("*.safetensors")) if BUNDLED_MODELS.is_dir() else []
-    if candidates:
-        return load_model(candidates[0]), f"bundled model {candidates[0].name}"
+def blob_mask(batch: int, h: int, w: int) -> torch.Tensor:
+    """A free-form mask float [B, H, W] (1 = regenerate): an ellipse joined to a stroke, as if hand-drawn."""
+    yy, xx = torch.meshgrid(torch.arange(h, dtype=torch.float32), torch.arange(w, dtype=torch.float32), indexing="ij")
+    ellipse = ((yy - h * 0.42) / (h * 0.2)) ** 2 + ((xx - w * 0.38) / (w * 0.24)) ** 2 <= 1.0
+    stroke = (torch.abs((yy - h * 0.3) - 0.6 * (xx - w * 0.4)) < h * 0.07) & (xx > w * 0.35) & (xx < w * 0.85)
+    return (ellipse | stroke).float().expand(batch, h, w).clone()
+
+
+def _mask_rgb(mask: torch.Tensor) -> torch.Tensor:
+    return mask[:, None].expand(-1, 3, -1, -1)
+
+
+class _Timer:
+    def __enter__(self):
+        self.t0 = time.perf_counter()
+        return self
+
+    def __exit__(self, *exc):
+        self.seconds = time.perf_counter() - self.t0
+
+
+def _random_model() -> ImageBART:
     torch.manual_seed(0)
-    cfg = tiny_config(n_scales=3, grid=(8, 8), vocab_size=64, n_embed=96)
-    model = ImageBART(cfg).eval()
-    return model, "a tiny RANDOM-WEIGHT model (no trained model installed): the pictures are structured noise"
+    return ImageBART(tiny_config(n_scales=3, grid=(8, 8), vocab_size=64, n_embed=96)).eval()
 
 
-def run(out: Path, model_path: str | None, batch: int, seed: int) -> list[str]:
-    """Write the demo PNGs into ``out``; returns the summary lines."""
-    model, what = (load_model(model_path), f"model file {model_path}") if model_path else _default_model()
-    lines = [f"model: {what}", f"chain: {model.n_scales} scales, grid {model.config.grid}, K={model.config.vocab_size}"]
-    cond_kind = model.config.conditioning.kind
-    cond = None
-    if cond_kind == "class":
-        cond = model.class_condition([i % model.config.conditioning.num_classes for i in range(batch)])
-    elif cond_kind == "text":
-        cond = model.text_condition(["a red circle"] * batch)
-    t0 = time.perf_counter()
-    codes = model.sample(batch, cond=cond, seed=seed)
-    images = model.decode(codes)
-    t_sample = time.perf_counter() - t0
-    lines.append(f"samples: {save_grid(images, out / 'samples.png')} ({batch} images, {t_sample:.2f} s)")
+def run(out: Path, model_path: str | None = None, batch: int = 4, seed: int = 0, guidance: float = 2.0) -> list[str]:
+    """Write the demo PNGs into ``out``; returns the printed summary lines."""
+    class_file, text_file = BUNDLED_MODELS / CLASS_MODEL, BUNDLED_MODELS / TEXT_MODEL
+    lines = []
+    if model_path:
+        model, text_model = load_model(model_path), None
+        lines.append(f"model: {model_path}")
+    elif class_file.is_file():
+        model = load_model(class_file)
+        text_model = load_model(text_file) if text_file.is_file() else None
+        lines.append(f"models: bundled demo models in {BUNDLED_MODELS} ({CLASS_MODEL}"
+                     f"{', ' + TEXT_MODEL if text_model else ''}), trained on procedural coloured shapes")
+    else:
+        model, text_model = _random_model(), None
+        lines.append("model: a tiny RANDOM-WEIGHT model (no trained model installed): the pictures are structured noise")
+    cfg = model.config
+    lines.append(f"chain: {cfg.n_scales} scales (T = {cfg.num_levels}), grid {cfg.grid[0]}x{cfg.grid[1]}, "
+                 f"K = {cfg.vocab_size}, conditioning = {cfg.conditioning.kind}")
+
+    # 1. samples: unconditional row, then class-conditional (or text-conditional) rows
+    rows, cond_note = [], ""
+    with _Timer() as t:
+        kind = cfg.conditioning.kind
+        if kind == "none" or cfg.conditioning.null_condition:
+            rows.append(model.decode(model.sample(batch, seed=seed)))  # null condition on conditional models
+        if kind == "class":
+            names = model.class_condition(list(range(cfg.conditioning.num_classes))).labels
+            cond = model.class_condition(names)
+            rows.append(model.decode(model.sample(len(names), cond=cond, seed=seed + 100, guidance=guidance)))
+            cond_note = f"; row 2: one sample per class ({', '.join(names)}), guidance {guidance}"
+        elif kind == "text":
+            cond = model.text_condition(["a red circle above a blue square"] * batch)
+            rows.append(model.decode(model.sample(batch, cond=cond, seed=seed + 100, guidance=guidance)))
+            cond_note = "; row 2: 'a red circle above a blue square'"
+    images = rows[0]
+    columns = max(r.shape[0] for r in rows)
+    grid = torch.cat([torch.cat([r, torch.ones(columns - r.shape[0], *r.shape[1:])]) for r in rows])
+    path = save_grid(grid, out / "samples.png", columns=columns, scale=3)
+    lines.append(f"samples: {path} (row 1: unconditional{cond_note}; {t.seconds:.1f} s)")
+
+    # 2. free-form inpainting and 3. upper-half completion of those samples
     h, w = images.shape[-2:]
-    mask = torch.zeros(batch, h, w)
-    yy, xx = torch.meshgrid(torch.arange(h), torch.arange(w), indexing="ij")
-    blob = ((yy - h * 0.45) ** 2 / (h * 0.22) ** 2 + (xx - w * 0.55) ** 2 / (w * 0.3) ** 2) <= 1.0
-    mask[:, blob] = 1.0
-    t0 = time.perf_counter()
-    refined = model.decode(model.masked_refine(codes, mask, cond=cond, seed=seed + 1))
-    lines.append(f"inpainting: {save_grid(torch.cat([images, refined]), out / 'inpainting.png')} "
-                 f"(top row input, bottom row a free-form elliptic hole regenerated, "
-                 f"{time.perf_counter() - t0:.2f} s)")
-    t0 = time.perf_counter()
-    upper = model.decode(model.masked_refine(codes, upper_half_mask(batch, h, w), cond=cond, seed=seed + 2))
-    lines.append(f"upper-half completion: {save_grid(torch.cat([images, upper]), out / 'upper_half.png')} "
-                 f"({time.perf_counter() - t0:.2f} s)")
+    codes = model.encode(images)
+    mask = blob_mask(batch, h, w)
+    with _Timer() as t:
+        inpainted = model.decode(model.masked_refine(codes, mask, seed=seed + 1))
+    path = save_grid(torch.cat([images, _mask_rgb(mask), inpainted]), out / "inpainting.png", columns=batch, scale=3)
+    lines.append(f"inpainting: {path} (rows: input, mask, result; unmasked codes kept exactly; {t.seconds:.1f} s)")
+    with _Timer() as t:
+        upper = model.decode(model.masked_refine(codes, upper_half_mask(batch, h, w), seed=seed + 2))
+    path = save_grid(torch.cat([images, upper]), out / "upper_half.png", columns=batch, scale=3)
+    lines.append(f"upper-half completion: {path} (rows: input, upper half regenerated; {t.seconds:.1f} s)")
+
+    # 4. text-guided local edit
+    if text_model is not None:
+        with _Timer() as t:
+            source_prompt, edit_prompt = "a red circle left of a blue square", "a yellow triangle left of a blue square"
+            start = text_model.sample(batch, cond=text_model.text_condition([source_prompt] * batch), seed=seed + 3,
+                                      guidance=guidance)
+            before = text_model.decode(start)
+            left = torch.zeros(batch, h, w)
+            left[:, :, : w // 2] = 1.0
+            edited = text_model.masked_refine(start, left, cond=text_model.text_condition([edit_prompt] * batch),
+                                              seed=seed + 4, guidance=guidance)
+            after = text_model.decode(edited)
+        path = save_grid(torch.cat([before, _mask_rgb(left), after]), out / "text_edit.png", columns=batch, scale=3)
+        lines.append(f"text-guided edit: {path} (rows: '{source_prompt}', mask (left half), re-generated as "
+                     f"'{edit_prompt}'; {t.seconds:.1f} s)")
+    else:
+        lines.append("text-guided edit: skipped (no text-conditional model)")
     return lines
 
 
@@ -86,12 +157,16 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", default="demo_out", help="output folder for the PNGs (default: demo_out)")
     parser.add_argument("--model", default=None, help="a native .safetensors model file (default: bundled demo)")
-    parser.add_argument("--batch", type=int, default=4, help="images per grid (default 4)")
+    parser.add_argument("--batch", type=int, default=4, help="images per row (default 4)")
     parser.add_argument("--seed", type=int, default=0, help="seed (item i uses seed + i)")
+    parser.add_argument("--guidance", type=float, default=2.0, help="classifier-free guidance of conditional rows")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    logging.basicConfig(level=logging.WARNING, format="%(message)s")
+    torch.set_num_threads(max(1, torch.get_num_threads()))
+    t0 = time.perf_counter()
     with torch.inference_mode():
-        lines = run(Path(args.out), args.model, args.batch, args.seed)
+        lines = run(Path(args.out), args.model, args.batch, args.seed, args.guidance)
+    lines.append(f"total: {time.perf_counter() - t0:.1f} s")
     for line in lines:
         print(line)  # noqa: T201 - the command's summary
     return 0
