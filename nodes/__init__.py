@@ -5,7 +5,7 @@ from comfy_api.latest import ComfyExtension, io
 
 from .chain import ImageBARTMaskedRefine, ImageBARTReverseStep, ImageBARTSample
 from .codes import ImageBARTDecode, ImageBARTEncode, ImageBARTNoiseCodes, ImageBARTRandomCodes
-from .conditions import ImageBARTClassCondition, ImageBARTTextCondition
+from .conditions import ImageBARTClassCondition, ImageBARTConditionBlend, ImageBARTTextCondition
 from .loader import ImageBARTLoader
 
 NODES: list[type[io.ComfyNode]] = [
@@ -19,6 +19,7 @@ NODES: list[type[io.ComfyNode]] = [
     ImageBARTMaskedRefine,
     ImageBARTClassCondition,
     ImageBARTTextCondition,
+    ImageBARTConditionBlend,
 ]
 
 

@@ -7,7 +7,7 @@ import torch.nn.functional as F
 from comfy_api.latest import io
 
 from . import comfy_bridge as bridge
-from .codes import decode_any_level, grid_for
+from .codes import HEIGHT_TIP, WIDTH_TIP, decode_any_level, grid_for
 from .common import (
     CATEGORY,
     CodesSocket,
@@ -15,6 +15,7 @@ from .common import (
     ModelSocket,
     check_codes,
     check_handle,
+    cond_batch,
     cond_input,
     filter_settings,
     fit_batches,
@@ -25,6 +26,8 @@ from .common import (
     resize_mask,
     sampling_inputs,
     seed_input,
+    stride_arg,
+    window_stride_input,
 )
 
 PER_SCALE_TIP = ("Per-scale overrides of {name} as 'scale:value' pairs, e.g. '1:0.9, 3:1.1'. Scale 1 is the last "
@@ -32,8 +35,10 @@ PER_SCALE_TIP = ("Per-scale overrides of {name} as 'scale:value' pairs, e.g. '1:
 
 
 def reverse_step(handle: ModelHandle, codes: ib.Codes, steps: int, seed: int, temperature: float = 1.0,
-                 top_k: int = 0, top_p: float = 1.0, guidance: float = 1.0, condition=None, preview: bool = True):
-    """codes at level t -> (codes at level t - steps, progress callback)."""
+                 top_k: int = 0, top_p: float = 1.0, guidance: float = 1.0, condition=None, preview: bool = True,
+                 window_stride: int = 0):
+    """codes at level t -> (codes at level t - steps, progress callback). Codes of any grid of at least the
+    trained size (larger ones use sliding windows, moved by ``window_stride`` codes; 0 = automatic)."""
     handle = check_handle(handle)
     check_codes(handle, codes)
     if codes.level <= 1:
@@ -41,38 +46,48 @@ def reverse_step(handle: ModelHandle, codes: ib.Codes, steps: int, seed: int, te
                          "Connect them to Decode.")
     if not 1 <= steps <= codes.level - 1:
         raise ValueError(f"codes at level {codes.level} allow 1..{codes.level - 1} steps, got {steps}")
+    if condition is not None and cond_batch(condition) not in (1, codes.batch_size):
+        raise ValueError(f"batch mismatch: the codes have {codes.batch_size} items but the condition has "
+                         f"{cond_batch(condition)}; give 1 or {codes.batch_size} conditions")
     temps, ks, ps = filter_settings(handle, temperature, top_k, top_p)
     model = bridge.prepare(handle)
     progress = bridge.ChainProgress(model, preview)
     out = model.reverse_step(codes, condition, steps=int(steps), temperature=temps, top_k=ks, top_p=ps,
-                             seed=int(seed), guidance=float(guidance), callback=progress)
+                             seed=int(seed), guidance=float(guidance), callback=progress,
+                             window_stride=stride_arg(window_stride))
     return out.cpu(), progress
 
 
 def sample(handle: ModelHandle, width: int, height: int, batch_size: int, seed: int, temperature: float = 1.0,
            top_k: int = 0, top_p: float = 1.0, guidance: float = 1.0, temperature_per_scale: str = "",
-           top_k_per_scale: str = "", top_p_per_scale: str = "", condition=None, preview: bool = True):
-    """The whole chain from noise -> (level-1 codes, progress callback). Equals Random Codes + steps."""
+           top_k_per_scale: str = "", top_p_per_scale: str = "", condition=None, preview: bool = True,
+           window_stride: int = 0):
+    """The whole chain from noise -> (level-1 codes, progress callback). Equals Random Codes + steps.
+
+    width/height: pixels, 0 = the trained size; larger sizes (multiples of the factor) use sliding windows."""
     handle = check_handle(handle)
     grid = grid_for(handle, width, height)
     temps, ks, ps = filter_settings(handle, temperature, top_k, top_p, temperature_per_scale, top_k_per_scale,
                                     top_p_per_scale)
     if condition is not None:
-        batch_size = fit_batches("batch_size", int(batch_size), "condition", condition.batch_size())
+        batch_size = fit_batches("batch_size", int(batch_size), "condition", cond_batch(condition))
     model = bridge.prepare(handle)
     progress = bridge.ChainProgress(model, preview)
     out = model.sample(int(batch_size), condition, grid=grid, seed=int(seed), temperature=temps, top_k=ks,
-                       top_p=ps, guidance=float(guidance), callback=progress)
+                       top_p=ps, guidance=float(guidance), callback=progress,
+                       window_stride=stride_arg(window_stride))
     return out.cpu(), progress
 
 
 def masked_refine(handle: ModelHandle, codes: ib.Codes, mask: torch.Tensor, seed: int, start_level: int = 0,
                   passes: int = 0, temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0,
-                  guidance: float = 1.0, condition=None, composite: bool = False, image: torch.Tensor | None = None):
+                  guidance: float = 1.0, condition=None, composite: bool = False, image: torch.Tensor | None = None,
+                  window_stride: int = 0):
     """Regenerate the masked part of level-1 codes -> (codes, IMAGE [B, H, W, 3], progress).
 
+    codes: any grid of at least the trained size (larger ones use sliding windows, see ``window_stride``).
     mask: MASK [B|1, H, W] of any size (stretched to the image), 1 = regenerate. With ``composite`` the
-    original ``image`` pixels are pasted back outside the mask after decoding.
+    original ``image`` pixels (stretched to the encoded size) are pasted back outside the mask after decoding.
     """
     handle = check_handle(handle)
     check_codes(handle, codes)
@@ -95,7 +110,7 @@ def masked_refine(handle: ModelHandle, codes: ib.Codes, mask: torch.Tensor, seed
         logger.warning("ImageBART Masked Refine: the mask is empty (nothing >= 0.5), so nothing is regenerated. "
                        "Paint the area to change (white / transparent in the image editor).")
     if condition is not None:
-        fit_batches("image", b, "condition", condition.batch_size())
+        fit_batches("image", b, "condition", cond_batch(condition))
     if composite and image is None:
         raise ValueError("composite is on but no original image is connected: connect the image you encoded to "
                          "'image', or turn composite off")
@@ -108,7 +123,7 @@ def masked_refine(handle: ModelHandle, codes: ib.Codes, mask: torch.Tensor, seed
     progress = bridge.ChainProgress(model)
     out = model.masked_refine(codes, m, condition, start_level=start, passes=[int(passes)] * n if passes else None,
                               seed=int(seed), temperature=temps, top_k=ks, top_p=ps, guidance=float(guidance),
-                              callback=progress).cpu()
+                              callback=progress, window_stride=stride_arg(window_stride)).cpu()
     decoded = model.decode(out)  # [B, 3, H, W]
     if composite:
         original = image_to_core(image).to(decoded.device)
@@ -134,6 +149,7 @@ class ImageBARTReverseStep(io.ComfyNode):
                 seed_input(),
                 *sampling_inputs(),
                 cond_input(),
+                window_stride_input(),
             ],
             outputs=[
                 CodesSocket.Output(display_name="codes", tooltip="Codes at level t - steps."),
@@ -143,8 +159,10 @@ class ImageBARTReverseStep(io.ComfyNode):
         )
 
     @classmethod
-    def execute(cls, model, codes, steps, seed, temperature, top_k, top_p, guidance, condition=None):
-        out, _ = reverse_step(model, codes, steps, seed, temperature, top_k, top_p, guidance, condition)
+    def execute(cls, model, codes, steps, seed, temperature, top_k, top_p, guidance, condition=None,
+                window_stride=0):
+        out, _ = reverse_step(model, codes, steps, seed, temperature, top_k, top_p, guidance, condition,
+                              window_stride=window_stride)
         return io.NodeOutput(out, decode_any_level(model, out))
 
 
@@ -157,10 +175,8 @@ class ImageBARTSample(io.ComfyNode):
                         "scales x tokens; each finished level is previewed). Same seed, same images.",
             inputs=[
                 ModelSocket.Input("model", tooltip="The ImageBART model."),
-                io.Int.Input("width", default=0, min=0, max=16384, step=8,
-                             tooltip="Image width in pixels; 0 = the model's trained size."),
-                io.Int.Input("height", default=0, min=0, max=16384, step=8,
-                             tooltip="Image height in pixels; 0 = the model's trained size."),
+                io.Int.Input("width", default=0, min=0, max=16384, step=8, tooltip=WIDTH_TIP),
+                io.Int.Input("height", default=0, min=0, max=16384, step=8, tooltip=HEIGHT_TIP),
                 io.Int.Input("batch_size", default=1, min=1, max=64, tooltip="Number of images."),
                 seed_input(),
                 *sampling_inputs(),
@@ -168,15 +184,17 @@ class ImageBARTSample(io.ComfyNode):
                 io.String.Input("top_k_per_scale", default="", tooltip=PER_SCALE_TIP.format(name="top_k (0 = off)")),
                 io.String.Input("top_p_per_scale", default="", tooltip=PER_SCALE_TIP.format(name="top_p (1.0 = off)")),
                 cond_input(),
+                window_stride_input(),
             ],
             outputs=[CodesSocket.Output(display_name="codes", tooltip="Level-1 codes; connect to Decode.")],
         )
 
     @classmethod
     def execute(cls, model, width, height, batch_size, seed, temperature, top_k, top_p, guidance,
-                temperature_per_scale="", top_k_per_scale="", top_p_per_scale="", condition=None):
+                temperature_per_scale="", top_k_per_scale="", top_p_per_scale="", condition=None, window_stride=0):
         out, _ = sample(model, width, height, batch_size, seed, temperature, top_k, top_p, guidance,
-                        temperature_per_scale, top_k_per_scale, top_p_per_scale, condition)
+                        temperature_per_scale, top_k_per_scale, top_p_per_scale, condition,
+                        window_stride=window_stride)
         return io.NodeOutput(out)
 
 
@@ -204,7 +222,10 @@ class ImageBARTMaskedRefine(io.ComfyNode):
                                  tooltip="Paste the original pixels back outside the mask after decoding (needs "
                                          "'image'), so unmasked areas keep full detail."),
                 cond_input(),
-                io.Image.Input("image", optional=True, tooltip="The original image, for 'composite'."),
+                io.Image.Input("image", optional=True, tooltip="The original image, for 'composite' (stretched to the "
+                                                               "encoded size, so exact for 'resize' and 'keep size' "
+                                                               "encodes)."),
+                window_stride_input(),
             ],
             outputs=[
                 CodesSocket.Output(display_name="codes", tooltip="Level-1 codes with the masked area regenerated."),
@@ -214,7 +235,7 @@ class ImageBARTMaskedRefine(io.ComfyNode):
 
     @classmethod
     def execute(cls, model, codes, mask, seed, start_level, passes, temperature, top_k, top_p, guidance,
-                composite, condition=None, image=None):
+                composite, condition=None, image=None, window_stride=0):
         out, decoded, _ = masked_refine(model, codes, mask, seed, start_level, passes, temperature, top_k, top_p,
-                                        guidance, condition, composite, image)
+                                        guidance, condition, composite, image, window_stride)
         return io.NodeOutput(out, decoded)

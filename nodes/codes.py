@@ -21,27 +21,58 @@ from .common import (
     seed_input,
 )
 
-FIT_MODES = ["resize to model size", "crop to model size", "crop to multiple of factor", "error"]
+SIZE_TIP = ("Image {name} in pixels; 0 = the model's trained size. Larger sizes work too (a multiple of the "
+            "model's VQGAN factor, 16 for the released models): every code is drawn from a trained-size window "
+            "around it (sliding windows), e.g. 3x the trained width for a panorama. Smaller sizes are refused.")
+WIDTH_TIP = SIZE_TIP.format(name="width")
+HEIGHT_TIP = SIZE_TIP.format(name="height")
+KEEP_SIZE = "keep size (round to multiple of factor)"
+FIT_MODES = ["resize to model size", "crop to model size", "crop to multiple of factor", "error", KEEP_SIZE]
+
+
+def keep_size(h: int, w: int, handle: ModelHandle) -> tuple[int, int]:
+    """Pixel size (h, w) -> the nearest size the chain takes at this scale: each side a multiple of the VQGAN
+    factor, at least the trained size (a smaller image is first scaled up, keeping its aspect ratio)."""
+    th, tw = handle.image_size
+    f = handle.factor
+    s = max(1.0, th / h, tw / w)  # scale up (uniformly) only when a side is below the trained size
+    return max(th, round(h * s / f) * f), max(tw, round(w * s / f) * f)
 
 
 def fit_image(x: torch.Tensor, handle: ModelHandle, mode: str) -> torch.Tensor:
-    """float [B, 3, H, W] -> float [B, 3, H', W'] the VQGAN (and, except for 'crop to multiple', the chain) takes."""
+    """float [B, 3, H, W] -> float [B, 3, H', W'] the VQGAN takes.
+
+    The chain (Sample, Reverse Chain Step, Masked Refine) takes any size of at least the trained size along
+    both axes, in multiples of the factor: every mode but 'crop to multiple of factor' guarantees that
+    (the latter keeps small images small, for encode/decode round trips).
+    """
     h, w = x.shape[-2:]
     th, tw = handle.image_size
     f = handle.factor
+    if mode == KEEP_SIZE:
+        nh, nw = keep_size(h, w, handle)
+        if (nh, nw) == (h, w):
+            return x
+        logger.info("ImageBART Encode: resized %dx%d px to %dx%d (multiples of %d, at least %dx%d)", w, h, nw, nh,
+                    f, tw, th)
+        return F.interpolate(x, size=(nh, nw), mode="bicubic", antialias=True, align_corners=False).clamp(0, 1)
     if mode == "crop to multiple of factor":
         nh, nw = h // f * f, w // f * f
         if nh < f or nw < f:
             raise ValueError(f"image {w}x{h} px is smaller than one code ({f}x{f} px)")
         if (nh, nw) != (h, w):
             logger.info("ImageBART Encode: cropped %dx%d px to %dx%d (a multiple of %d)", w, h, nw, nh, f)
+        if nh < th or nw < tw:
+            logger.info("ImageBART Encode: %dx%d px is below the model's %dx%d: fine for Decode, but the chain "
+                        "nodes need at least the model's size", nw, nh, tw, th)
         top, left = (h - nh) // 2, (w - nw) // 2
         return x[..., top:top + nh, left:left + nw]
     if (h, w) == (th, tw):
         return x
     if mode == "error":
         raise ValueError(f"image is {w}x{h} px but this model works on {tw}x{th} px. Resize it (e.g. ImageScale), "
-                         f"or set 'fit' to 'resize to model size' or 'crop to model size'.")
+                         f"or set 'fit' to 'resize to model size', 'crop to model size' or '{KEEP_SIZE}' "
+                         "(larger images are sampled with sliding windows).")
     if mode == "resize to model size":
         logger.info("ImageBART Encode: resized %dx%d px to %dx%d", w, h, tw, th)
         return F.interpolate(x, size=(th, tw), mode="bicubic", antialias=True, align_corners=False).clamp(0, 1)
@@ -82,14 +113,21 @@ def decode_any_level(handle: ModelHandle, codes: ib.Codes) -> torch.Tensor:
 
 
 def grid_for(handle: ModelHandle, width: int, height: int) -> tuple[int, int]:
-    """Pixel size (0 = the model's) -> token grid, with an error naming the sizes the model takes."""
+    """Pixel size (0 = the model's) -> token grid (h, w). Any multiple of the VQGAN factor of at least the
+    trained size works (larger sizes are sampled with sliding windows); otherwise an error naming the sizes."""
     th, tw = handle.image_size
-    width, height = width or tw, height or th
     f = handle.factor
-    if width % f or height % f or (height, width) != (th, tw):
-        raise ValueError(f"this model generates {tw}x{th} px images (a {tw // f}x{th // f} code grid); got "
-                         f"{width}x{height}. Set width/height to {tw}x{th} (or 0 for the model's size).")
-    return height // f, width // f
+    size = {"width": int(width) or tw, "height": int(height) or th}
+    for name, value, trained in (("width", size["width"], tw), ("height", size["height"], th)):
+        if value % f:
+            near = " or ".join(str(v) for v in sorted({max(trained, value // f * f), max(trained, value // f * f + f)}))
+            raise ValueError(f"{name} {value} px is not a multiple of this model's VQGAN factor {f}: use {near} "
+                             f"(or 0 for the trained size, {trained} px)")
+        if value < trained:
+            raise ValueError(f"{name} {value} px is smaller than this model's trained {name} {trained} px; ImageBART "
+                             f"generates at its trained size ({tw}x{th} px) or larger (sliding windows). Use "
+                             f"{trained} or more, in steps of {f} (0 = the trained size)")
+    return size["height"] // f, size["width"] // f
 
 
 def random_codes(handle: ModelHandle, width: int, height: int, batch: int, seed: int) -> ib.Codes:
@@ -117,9 +155,12 @@ class ImageBARTEncode(io.ComfyNode):
                 ModelSocket.Input("model", tooltip="The ImageBART model (its VQGAN encodes)."),
                 io.Image.Input("image", tooltip="Images to encode (a batch is encoded item by item)."),
                 io.Combo.Input("fit", options=FIT_MODES, default=FIT_MODES[0],
-                               tooltip="What to do when the image is not the model's size: stretch to it, scale "
-                                       "and center-crop to it, crop to a multiple of the VQGAN factor (encode/"
-                                       "decode only: the chain needs the model's size), or stop with an error."),
+                               tooltip="What to do when the image is not the model's size: stretch to it; scale "
+                                       "and center-crop to it; crop to a multiple of the VQGAN factor (an image "
+                                       "smaller than the model's size then only round-trips through Decode); stop "
+                                       "with an error; or keep the image's own size (each side resized to the "
+                                       "nearest multiple of the factor, at least the model's size; larger images "
+                                       "are sampled and refined with sliding windows)."),
             ],
             outputs=[CodesSocket.Output(display_name="codes", tooltip="Level-1 (clean) codes of the images.")],
         )
@@ -155,10 +196,8 @@ class ImageBARTRandomCodes(io.ComfyNode):
                         "Feed them to Reverse Chain Step nodes.",
             inputs=[
                 ModelSocket.Input("model", tooltip="The ImageBART model."),
-                io.Int.Input("width", default=0, min=0, max=16384, step=8,
-                             tooltip="Image width in pixels; 0 = the model's trained size."),
-                io.Int.Input("height", default=0, min=0, max=16384, step=8,
-                             tooltip="Image height in pixels; 0 = the model's trained size."),
+                io.Int.Input("width", default=0, min=0, max=16384, step=8, tooltip=WIDTH_TIP),
+                io.Int.Input("height", default=0, min=0, max=16384, step=8, tooltip=HEIGHT_TIP),
                 io.Int.Input("batch_size", default=1, min=1, max=64, tooltip="Number of images."),
                 seed_input(),
             ],

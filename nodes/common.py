@@ -98,6 +98,27 @@ def resize_mask(mask: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     return m.clamp(0, 1)
 
 
+def cond_batch(condition) -> int:
+    """Rows of a condition: a ``Condition``'s batch, or the common batch of a ``ConditionBlend``'s members."""
+    if isinstance(condition, ib.ConditionBlend):
+        b = 1
+        for i, c in enumerate(condition.conditions):
+            b = fit_batches("the blend", b, f"blended condition {i + 1}", c.batch_size())
+        return b
+    if not isinstance(condition, ib.Condition):
+        raise ValueError(f"expected an ImageBART condition (Class / Text Condition or Condition Blend), got "
+                         f"{type(condition).__name__}")
+    return condition.batch_size()
+
+
+def stride_arg(window_stride: int) -> int | None:
+    """The window_stride widget (0 = automatic) -> the core's argument (None = automatic)."""
+    window_stride = int(window_stride)
+    if window_stride < 0:
+        raise ValueError("window_stride must be >= 0 (0 = automatic)")
+    return window_stride or None
+
+
 def fit_batches(what_a: str, a: int, what_b: str, b: int) -> int:
     """The common batch of two inputs (equal, or one of them 1), else an error naming both."""
     if a == b or b == 1:
@@ -174,5 +195,15 @@ def sampling_inputs() -> list:
 
 def cond_input() -> Any:
     return CondSocket.Input("condition", optional=True,
-                            tooltip="Class or text condition (from Class Condition / Text Condition). "
-                                    "Leave empty for unconditional models.")
+                            tooltip="Class or text condition (from Class Condition / Text Condition, or several "
+                                    "of them blended left to right by Condition Blend). Leave empty for "
+                                    "unconditional models.")
+
+
+def window_stride_input() -> io.Int.Input:
+    return io.Int.Input("window_stride", default=0, min=0, max=256,
+                        tooltip="Only for images larger than the model's trained size: every code is drawn "
+                                "looking at a trained-size window around it, and the windows move in steps of "
+                                "this many codes (at most half the trained grid). Smaller steps follow each code "
+                                "more closely but are slower. 0 = automatic (a quarter of the trained grid). "
+                                "No effect at the trained size.")

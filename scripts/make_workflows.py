@@ -199,7 +199,44 @@ def variations(defs):
     return wf
 
 
-BUILDERS = [unconditional, step_by_step, inpainting, upper_half, class_edit, text_edit, variations]
+def wide_panorama(defs):
+    wf = Workflow("wide_panorama_prompt_blend", defs)
+    note(wf, "## Wide panorama with a prompt blend\nSample at 3x the model's trained width (192 px for the 64 px "
+             "demo model; 768 for a 256 px model): every code is drawn looking at a trained-size window around it "
+             "(sliding windows, moved by 'window_stride' codes, 0 = automatic). Condition Blend mixes two prompts "
+             "from left to right: the first rules the left edge, the second the right edge.", kind="text")
+    m = wf.node("ImageBARTLoader", (20, 20), model_name=MODELS["text"])
+    left = wf.node("ImageBARTTextCondition", (20, 300), title="Prompt on the left", model=(m, 0),
+                   prompt="a snowy mountain range under a clear morning sky")
+    right = wf.node("ImageBARTTextCondition", (20, 560), title="Prompt on the right", model=(m, 0),
+                    prompt="a calm blue sea with a sandy beach at sunset")
+    blend = wf.node("ImageBARTConditionBlend", (360, 420), condition_1=(left, 0), condition_2=(right, 0))
+    s = wf.node("ImageBARTSample", (700, 20), model=(m, 0), condition=(blend, 0), width=192, height=0, seed=17)
+    d = wf.node("ImageBARTDecode", (1040, 20), model=(m, 0), codes=(s, 0))
+    wf.node("SaveImage", (1380, 20), images=(d, 0), filename_prefix="imagebart/panorama")
+    return wf
+
+
+def large_inpainting(defs):
+    wf = Workflow("large_image_inpainting", defs)
+    note(wf, "## Inpainting an image larger than the model\nThe 192x96 image is encoded at its own size ('keep "
+             "size': each side rounded to a multiple of the VQGAN factor, at least the model's size) instead of "
+             "being shrunk to the model's 64x64. Masked Refine regenerates the painted area (LoadImage alpha; "
+             "transparent = regenerate) with sliding windows; the decoded result is pasted into the original "
+             "with the mask (ImageCompositeMasked), so unmasked pixels stay exactly as loaded.")
+    m = wf.node("ImageBARTLoader", (20, 20), model_name=MODELS["uncond"])
+    img = wf.node("LoadImage", (20, 200), image="example_wide_masked.png")
+    e = wf.node("ImageBARTEncode", (360, 20), model=(m, 0), image=(img, 0), fit="keep size (round to multiple of factor)")
+    r = wf.node("ImageBARTMaskedRefine", (700, 20), model=(m, 0), codes=(e, 0), mask=(img, 1), seed=23)
+    d = wf.node("ImageBARTDecode", (1040, 20), model=(m, 0), codes=(r, 0))
+    c = wf.node("ImageCompositeMasked", (1380, 20), destination=(img, 0), source=(d, 0), mask=(img, 1), x=0, y=0)
+    wf.node("SaveImage", (1720, 20), images=(c, 0), filename_prefix="imagebart/large_inpainting")
+    wf.node("PreviewImage", (360, 420), images=(img, 0))
+    return wf
+
+
+BUILDERS = [unconditional, step_by_step, inpainting, upper_half, class_edit, text_edit, variations, wide_panorama,
+            large_inpainting]
 
 
 def main() -> None:

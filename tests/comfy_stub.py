@@ -18,7 +18,6 @@ import importlib
 import sys
 import types
 from typing import Any
-from unittest import mock
 
 
 def _prune(d: dict) -> dict:
@@ -158,10 +157,19 @@ def stubbed_comfy_api():
     saved = {k: v for k, v in sys.modules.items() if k == "nodes" or k.startswith("nodes.")}
     for k in saved:
         del sys.modules[k]
+    stubs = {**_build_modules(), "comfy": None, "folder_paths": None}
+    before = {k: sys.modules[k] for k in stubs if k in sys.modules}
+    sys.modules.update(stubs)
     try:
-        with mock.patch.dict(sys.modules, {**_build_modules(), "comfy": None, "folder_paths": None}):
-            yield
+        yield
     finally:
+        # only the stubs are taken out again: modules imported meanwhile (torch internals loaded lazily
+        # while sampling) stay, since importing some of them twice fails (TORCH_LIBRARY registered twice)
+        for k in stubs:
+            if k in before:
+                sys.modules[k] = before[k]
+            else:
+                sys.modules.pop(k, None)
         for k in [k for k in sys.modules if k == "nodes" or k.startswith("nodes.")]:
             del sys.modules[k]
         sys.modules.update(saved)

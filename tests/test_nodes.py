@@ -58,7 +58,7 @@ def test_every_node_documented(pack):
                 if name == "seed":
                     assert opts["control_after_generate"] and opts["max"] == 0xFFFFFFFFFFFFFFFF
         assert all(info["output_tooltips"])
-    assert len(ids) == len(pack.nodes.NODES) == 10
+    assert len(ids) == len(pack.nodes.NODES) == 11
 
 
 def test_extension_lists_nodes(pack):
@@ -129,8 +129,8 @@ def test_sample_is_deterministic_and_per_item(pack):
     assert torch.equal(a.tokens[1], c.tokens[0])  # item i = seed + i
     d = pack.chain.ImageBARTSample.execute(h, 0, 0, 1, 13, 1.0, 0, 1.0, 1.0)[0]
     assert not torch.equal(c.tokens, d.tokens)
-    with pytest.raises(ValueError, match="16x16 px"):
-        pack.chain.sample(h, 32, 16, 1, 0)
+    with pytest.raises(ValueError, match=r"width 12 px is smaller .* \(16x16 px\)"):
+        pack.chain.sample(h, 12, 16, 1, 0)
 
 
 def test_chained_steps_equal_sample_and_preview(pack):
@@ -265,3 +265,127 @@ def test_runs_under_inference_mode_like_comfyui(pack):
         clean = pack.codes.encode(h, image())
         out, pixels, _ = pack.chain.masked_refine(h, clean, torch.ones(1, 16, 16), 0)
         assert pixels.shape == (1, 16, 16, 3) and out.level == 1
+
+
+# -- larger than the trained grid (sliding windows) -------------------------------------------------------------
+def test_sizes_beyond_the_trained_grid(pack):
+    h = pack.uncond  # trained 16x16 px (a 4x4 grid, factor 4)
+    grid_for = pack.codes.grid_for
+    assert grid_for(h, 0, 0) == (4, 4) and grid_for(h, 48, 0) == (4, 12) and grid_for(h, 20, 24) == (6, 5)
+    with pytest.raises(ValueError, match="width 18 px is not a multiple of this model's VQGAN factor 4: use 16 or 20"):
+        grid_for(h, 18, 0)
+    with pytest.raises(ValueError, match="height 12 px is smaller than this model's trained height 16 px"):
+        grid_for(h, 0, 12)
+    with pytest.raises(ValueError, match="not a multiple"):
+        pack.chain.sample(h, 16, 30, 1, 0)
+    noise = pack.codes.ImageBARTRandomCodes.execute(h, 48, 0, 2, 3)[0]
+    assert noise.grid == (4, 12) and noise.level == 3 and noise.batch_size == 2
+    wide, progress = pack.chain.sample(h, 48, 0, 2, 3)
+    assert wide.grid == (4, 12) and wide.level == 1 and progress.calls == 2 * 48  # scales x tokens
+    assert pack.codes.decode(h, wide).shape == (2, 16, 48, 3)
+    again = pack.chain.ImageBARTSample.execute(h, 48, 0, 2, 3, 1.0, 0, 1.0, 1.0)[0]
+    assert torch.equal(again.tokens, wide.tokens)  # window_stride 0 = the core's automatic stride
+    x = noise
+    for _ in range(2):  # the same chain one node per transition
+        x = pack.chain.ImageBARTReverseStep.execute(h, x, 1, 3, 1.0, 0, 1.0, 1.0)[0]
+    assert torch.equal(x.tokens, wide.tokens)
+    assert torch.equal(wide.tokens, h.model.sample(2, grid=(4, 12), seed=3).tokens)
+    strided = pack.chain.sample(h, 48, 0, 1, 3, window_stride=2)[0]
+    assert torch.equal(strided.tokens, h.model.sample(1, grid=(4, 12), seed=3, window_stride=2).tokens)
+    with pytest.raises(ValueError, match="stride"):
+        pack.chain.sample(h, 48, 0, 1, 3, window_stride=3)  # more than half the 4x4 window
+
+
+def test_encode_keeps_the_image_size(pack):
+    h = pack.uncond
+    keep = pack.codes.KEEP_SIZE
+    assert keep in pack.codes.FIT_MODES and pack.codes.FIT_MODES[:4] == [
+        "resize to model size", "crop to model size", "crop to multiple of factor", "error"]  # saved values stay
+    assert pack.codes.encode(h, image(1, 16, 48), keep).grid == (4, 12)  # already fine: untouched
+    assert pack.codes.encode(h, image(1, 30, 50), keep).grid == (8, 12)  # rounded to multiples of 4
+    assert pack.codes.encode(h, image(1, 8, 40), keep).grid == (4, 20)  # too low: scaled up, aspect kept
+    x = image(1, 16, 48)
+    assert torch.equal(pack.codes.fit_image(x.movedim(-1, 1), h, keep), x.movedim(-1, 1))
+    # 'crop to multiple of factor' codes of at least the trained size go through the chain; smaller ones are refused
+    big = pack.codes.encode(h, image(1, 22, 41), "crop to multiple of factor")
+    assert big.grid == (5, 10)
+    assert pack.chain.masked_refine(h, big, torch.ones(1, 5, 5), 0)[0].grid == (5, 10)
+    small = pack.codes.encode(h, image(1, 12, 41), "crop to multiple of factor")
+    assert pack.codes.decode(h, small).shape == (1, 12, 40, 3)
+    with pytest.raises(ValueError, match="smaller than the trained grid"):
+        pack.chain.masked_refine(h, small, torch.ones(1, 12, 40), 0)
+
+
+def test_masked_refine_on_a_large_image(pack):
+    h = pack.uncond
+    img = image(2, 24, 40, seed=4)  # larger than the trained 16x16 along both axes
+    clean = pack.codes.ImageBARTEncode.execute(h, img, pack.codes.KEEP_SIZE)[0]
+    assert clean.grid == (6, 10)
+    mask = torch.zeros(1, 12, 20)  # half the image size: stretched to it
+    mask[:, 2:8, 12:18] = 1.0
+    out = pack.chain.ImageBARTMaskedRefine.execute(h, clean, mask, 3, 0, 2, 1.0, 0, 1.0, 1.0, True, None, img, 1)
+    codes, pixels = out[0], out[1]
+    assert codes.grid == (6, 10) and codes.batch_size == 2 and pixels.shape == (2, 24, 40, 3)
+    px_mask = pack.nodes.common.resize_mask(mask, (24, 40))
+    token_mask = h.model.token_mask(px_mask, clean)  # [2, 6, 10]
+    assert 0 < int(token_mask[0].sum()) < 60
+    assert torch.equal(codes.tokens[~token_mask], clean.tokens[~token_mask])
+    assert not torch.equal(codes.tokens[token_mask], clean.tokens[token_mask])
+    keep = px_mask[0] == 0
+    assert torch.allclose(pixels[:, keep], img[:, keep], atol=1e-6)  # composite: original pixels outside the mask
+    core = h.model.masked_refine(clean, px_mask, seed=3, passes=[2, 2], window_stride=1)
+    assert torch.equal(core.tokens, codes.tokens)
+
+
+def test_condition_blend(pack):
+    t = pack.text
+    a = pack.conditions.text_condition(t, "a red circle")
+    b = pack.conditions.text_condition(t, "a blue square")
+    blend = pack.conditions.ImageBARTConditionBlend.execute(a, b)[0]
+    assert isinstance(blend, pack.nodes.common.ib.ConditionBlend) and list(blend.stops) == [0.0, 1.0]
+    assert blend.conditions[0] is a and blend.conditions[1] is b
+    c = pack.conditions.text_condition(t, "green grass")
+    three = pack.conditions.condition_blend(a, b, " 0.2, 0.5 ,0.9", c)
+    assert list(three.stops) == [0.2, 0.5, 0.9] and len(three.conditions) == 3
+    assert pack.conditions.condition_blend(a, b, "", c).stops == [0.0, 0.5, 1.0]
+    # the chain takes a blend like a condition (and gives what the core gives for it)
+    wide, _ = pack.chain.sample(t, 48, 0, 1, 4, condition=blend)
+    assert wide.grid == (4, 12)
+    core = t.model.sample(1, cond=pack.nodes.common.ib.ConditionBlend([a, b]), grid=(4, 12), seed=4)
+    assert torch.equal(wide.tokens, core.tokens)
+    assert pack.chain.sample(t, 0, 0, 1, 4, condition=blend, guidance=2.0)[0].grid == (4, 4)  # trained size, CFG
+    step = pack.chain.reverse_step(t, pack.codes.random_codes(t, 32, 0, 1, 1), 2, 1, condition=three)[0]
+    assert step.level == 1 and step.grid == (4, 8)
+    clean = pack.codes.encode(t, image(1, 16, 32), pack.codes.KEEP_SIZE)
+    assert pack.chain.masked_refine(t, clean, torch.ones(1, 16, 32), 1, condition=blend)[0].grid == (4, 8)
+
+
+def test_condition_blend_batches_and_errors(pack):
+    t = pack.text
+    one = pack.conditions.text_condition(t, "a red circle")
+    two = pack.conditions.text_condition(t, "a blue square", batch_size=2)
+    three = pack.conditions.text_condition(t, "sky", batch_size=3)
+    blend = pack.conditions.condition_blend(one, two)
+    assert pack.nodes.common.cond_batch(blend) == 2
+    codes, _ = pack.chain.sample(t, 32, 0, 1, 0, condition=blend)  # batch_size 1 follows the condition's 2
+    assert codes.batch_size == 2
+    with pytest.raises(ValueError, match="batch mismatch"):
+        pack.conditions.condition_blend(two, three)
+    with pytest.raises(ValueError, match="batch mismatch"):
+        pack.chain.sample(t, 32, 0, 3, 0, condition=blend)
+    with pytest.raises(ValueError, match="batch mismatch"):
+        pack.chain.reverse_step(t, pack.codes.random_codes(t, 0, 0, 3, 0), 1, 0, condition=blend)
+    with pytest.raises(ValueError, match="all be class or all be text"):
+        pack.conditions.condition_blend(one, pack.conditions.class_condition(pack.cls, "tiger"))
+    with pytest.raises(ValueError, match="cannot take another blend"):
+        pack.conditions.condition_blend(blend, one)
+    with pytest.raises(ValueError, match="positions: give 2 increasing fractions"):
+        pack.conditions.condition_blend(one, two, "0.5, 0.2")
+    with pytest.raises(ValueError, match="positions: give 3 increasing"):
+        pack.conditions.condition_blend(one, two, "0, 1", one)
+    with pytest.raises(ValueError, match="cannot read"):
+        pack.conditions.condition_blend(one, two, "left, right")
+    with pytest.raises(ValueError, match="takes a class condition, got a text"):
+        pack.chain.sample(pack.cls, 0, 0, 1, 0, condition=blend)
+    with pytest.raises(ValueError, match="unconditional"):
+        pack.chain.sample(pack.uncond, 32, 0, 1, 0, condition=blend)

@@ -3,7 +3,16 @@
 import json
 
 import pytest
-from workflow_tools import WORKFLOWS, check_workflow, core_definitions, load_workflow, pack_definitions, to_api
+from workflow_tools import (
+    ROOT,
+    WORKFLOWS,
+    check_workflow,
+    core_definitions,
+    load_workflow,
+    pack_definitions,
+    to_api,
+    widget_slots,
+)
 
 MODEL_FILES = {"imagebart-random-uncond.safetensors", "imagebart-random-class.safetensors",
                "imagebart-random-text.safetensors"}
@@ -16,10 +25,49 @@ def defs():
     return {**core_definitions(), **pack_definitions()}
 
 
-def test_there_are_the_seven_workflows():
+def test_there_are_the_nine_workflows():
     names = {p.stem for p in PATHS}
     assert names == {"unconditional_sampling", "step_by_step_chain", "inpainting_free_form", "upper_half_completion",
-                     "class_guided_local_edit", "text_guided_local_edit", "variations"}
+                     "class_guided_local_edit", "text_guided_local_edit", "variations", "wide_panorama_prompt_blend",
+                     "large_image_inpainting"}
+
+
+def test_widget_layout_only_grows(defs):
+    """Saved workflows keep working: the released widget order is a prefix of today's (new widgets appended),
+    node ids stay, and saved combo values are still offered (user-asks b15)."""
+    released = json.loads((ROOT / "tests" / "data" / "released_widget_layout.json").read_text(encoding="utf-8"))
+    for node, old in released["widgets"].items():
+        now = [n if n else s["extra"] for n, s in widget_slots(defs[node])]
+        assert now[: len(old)] == old, f"{node}: widgets {now} no longer start with the released {old}"
+    for key, values in released["combo_values"].items():
+        node, name = key.split(".")
+        spec = defs[node]["input"]["required"].get(name) or defs[node]["input"]["optional"][name]
+        options = spec[0] if isinstance(spec[0], list) else spec[1]["options"]
+        assert set(values) <= set(options), f"{key} dropped saved values {set(values) - set(options)}"
+
+
+def test_large_size_workflows(defs):
+    """The panorama samples at 3x the trained width under a two-prompt blend; the large inpainting keeps the
+    192x96 input's size."""
+    wf = load_workflow(WORKFLOWS / "wide_panorama_prompt_blend.json")
+    api = to_api(wf, defs)
+    sample = next(v for v in api.values() if v["class_type"] == "ImageBARTSample")
+    assert sample["inputs"]["width"] == 3 * 64 and sample["inputs"]["height"] == 0
+    blend = api[sample["inputs"]["condition"][0]]
+    assert blend["class_type"] == "ImageBARTConditionBlend"
+    prompts = [api[blend["inputs"][k][0]]["inputs"]["prompt"] for k in ("condition_1", "condition_2")]
+    assert len(set(prompts)) == 2 and all(prompts)
+    wf = load_workflow(WORKFLOWS / "large_image_inpainting.json")
+    api = to_api(wf, defs)
+    encode = next(v for v in api.values() if v["class_type"] == "ImageBARTEncode")
+    assert encode["inputs"]["fit"].startswith("keep size")
+    load = api[encode["inputs"]["image"][0]]
+    from PIL import Image
+
+    with Image.open(WORKFLOWS / "inputs" / load["inputs"]["image"]) as im:
+        assert im.size[0] > 64 and im.size[1] > 64 and im.mode == "RGBA"  # larger than the model, with a mask
+    composite = next(v for v in api.values() if v["class_type"] == "ImageCompositeMasked")
+    assert composite["inputs"]["destination"][0] == encode["inputs"]["image"][0]
 
 
 @pytest.mark.parametrize("path", PATHS, ids=[p.stem for p in PATHS])
