@@ -49,7 +49,7 @@ class DemoSettings:
     vq_channel_mult: tuple[int, ...] = (1, 2, 4)
     vq_z_channels: int = 32
     vq_n_embed: int = 256
-    vq_steps: int = 1500
+    vq_steps: int = 5000
     vq_batch: int = 16
     vq_lr: float = 5e-4
     # the chains: 3 scales (T = 4)
