@@ -255,6 +255,52 @@ def _from_plain(cls: type, data: dict[str, Any]) -> Any:
     return cls(**kwargs)
 
 
+def chain_scales(
+    n_scales: int,
+    *,
+    vocab_size: int,
+    n_tokens: int,
+    prefix_length: int,
+    dim: int,
+    heads: int,
+    dim_head: int,
+    depth: int,
+    decoder_depth: int,
+    top_dim: int | None = None,
+    top_heads: int | None = None,
+    top_dim_head: int | None = None,
+    top_depth: int | None = None,
+    residual: bool = False,
+) -> list[TransformerConfig]:
+    """Configs of a new chain (scale 1 first): encoder-decoder scales, then a decoder-only top scale.
+
+    ``prefix_length`` counts the scale token and the condition tokens; the top scale's prefix attends to
+    itself freely. ``top_*`` default to the encoder-decoder values.
+    """
+    scales = []
+    for s in range(1, n_scales + 1):
+        top = s == n_scales
+        scales.append(
+            TransformerConfig(
+                kind=DECODER_ONLY if top else ENCODER_DECODER,
+                dim=(top_dim or dim) if top else dim,
+                heads=(top_heads or heads) if top else heads,
+                dim_head=(top_dim_head or dim_head) if top else dim_head,
+                depth=(top_depth or depth) if top else depth,
+                decoder_depth=0 if top else decoder_depth,
+                input_vocab_size=max(vocab_size, n_scales + 1),
+                vocab_size=vocab_size,
+                context_len=prefix_length + n_tokens,
+                target_len=n_tokens,
+                qkv_bias=top,
+                residual=residual and not top,
+                residual_num_scalors=n_scales if residual and not top else 0,
+                unmasked_prefix=prefix_length if top else 0,
+            )
+        )
+    return scales
+
+
 def tiny_config(
     *,
     n_scales: int = 2,
@@ -278,29 +324,9 @@ def tiny_config(
     elif conditioning == "text":
         cond.text_length = 8
         cond.null_condition = True
-    prefix = 1 + cond.prefix_length
-    n_tokens = grid[0] * grid[1]
-    scales = []
-    for s in range(1, n_scales + 1):
-        top = s == n_scales
-        scales.append(
-            TransformerConfig(
-                kind=DECODER_ONLY if top else ENCODER_DECODER,
-                dim=dim,
-                heads=2,
-                dim_head=16,
-                depth=2,
-                decoder_depth=1,
-                input_vocab_size=max(vocab_size, n_scales + 1),
-                vocab_size=vocab_size,
-                context_len=prefix + n_tokens,
-                target_len=n_tokens,
-                qkv_bias=top,
-                residual=residual and not top,
-                residual_num_scalors=n_scales if residual and not top else 0,
-                unmasked_prefix=prefix if top else 0,
-            )
-        )
+    scales = chain_scales(n_scales, vocab_size=vocab_size, n_tokens=grid[0] * grid[1],
+                          prefix_length=1 + cond.prefix_length, dim=dim, heads=2, dim_head=16, depth=2,
+                          decoder_depth=1, residual=residual)
     betas = [0.0] + [1.0 / (n_scales - s + 1) for s in range(1, n_scales + 1)]
     cfg = ModelConfig(
         name="tiny",

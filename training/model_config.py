@@ -15,14 +15,12 @@ import argparse
 from dataclasses import dataclass
 
 from imagebart_core.config import (
-    DECODER_ONLY,
-    ENCODER_DECODER,
     ConditioningConfig,
     ModelConfig,
     SamplingDefaults,
     ScheduleConfig,
-    TransformerConfig,
     VQGANConfig,
+    chain_scales,
 )
 from imagebart_core.diffusion import betas_from_alpha_bar, geometric_betas
 
@@ -116,27 +114,11 @@ def build_model_config(
             cond.text_vocab_size = len(cond.text_token_ids) + 1
     elif conditioning != "none":
         raise ConfigError(f"unknown conditioning {conditioning!r} (none | class | text)")
-    prefix = 1 + cond.prefix_length
-    n_tokens = grid[0] * grid[1]
-    scales = []
-    for s in range(1, n_scales + 1):
-        top = s == n_scales
-        scales.append(TransformerConfig(
-            kind=DECODER_ONLY if top else ENCODER_DECODER,
-            dim=size.top_dim if top else size.dim,
-            heads=size.top_heads if top else size.heads,
-            dim_head=size.top_dim_head if top else size.dim_head,
-            depth=size.top_depth if top else size.depth,
-            decoder_depth=0 if top else size.decoder_depth,
-            input_vocab_size=max(vocab_size, n_scales + 1),
-            vocab_size=vocab_size,
-            context_len=prefix + n_tokens,
-            target_len=n_tokens,
-            qkv_bias=top,
-            residual=residual and not top,
-            residual_num_scalors=n_scales if residual and not top else 0,
-            unmasked_prefix=prefix if top else 0,
-        ))
+    scales = chain_scales(n_scales, vocab_size=vocab_size, n_tokens=grid[0] * grid[1],
+                          prefix_length=1 + cond.prefix_length, dim=size.dim, heads=size.heads,
+                          dim_head=size.dim_head, depth=size.depth, decoder_depth=size.decoder_depth,
+                          top_dim=size.top_dim, top_heads=size.top_heads, top_dim_head=size.top_dim_head,
+                          top_depth=size.top_depth, residual=residual)
     cfg = ModelConfig(
         name=name,
         vqgan=vqgan,
