@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from pathlib import Path
 
 import torch
@@ -19,6 +18,7 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 
 from .config import FORMAT_VERSION, ModelConfig
+from .fileio import atomic_path
 from .model import ImageBART
 from .vqgan import _check_used as check_used
 
@@ -88,17 +88,8 @@ def save_model(model: ImageBART, path: str | os.PathLike, overwrite: bool = Fals
     }
     if extra_metadata:
         meta.update({str(k): str(v) for k, v in extra_metadata.items()})
-    fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".tmp", dir=str(p.parent))
-    os.close(fd)
-    try:
+    with atomic_path(p) as tmp:
         save_file(tensors, tmp, metadata=meta)
-        with open(tmp, "rb") as fh:
-            os.fsync(fh.fileno())
-        os.replace(tmp, p)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
     return p
 
 

@@ -13,8 +13,6 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -23,6 +21,7 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 
 from imagebart_core.config import ModelConfig, VQGANConfig, _from_plain
+from imagebart_core.fileio import atomic_path, atomic_write_text
 from imagebart_core.vqgan import VQGAN, _check_used
 
 VQGAN_FORMAT = "imagebart-vqgan"
@@ -31,16 +30,8 @@ SCALE_FORMAT = "imagebart-scale"
 
 def _atomic_safetensors(tensors: dict[str, torch.Tensor], path: Path, meta: dict[str, str]) -> Path:
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=str(path.parent))
-    os.close(fd)
-    try:
+    with atomic_path(path) as tmp:
         save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, tmp, metadata=meta)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
     return path
 
 
@@ -103,10 +94,8 @@ def save_shrink(used: torch.Tensor, path: str | Path, info: dict | None = None) 
     path = Path(path)
     if path.suffix != ".npy":
         raise ValueError(f"the shrink list is written as .npy, got {path}")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.tmp.npy")
-    np.save(tmp, used.cpu().numpy().astype(np.int64), allow_pickle=False)
-    os.replace(tmp, path)
+    with atomic_path(path, suffix=".npy") as tmp:
+        np.save(tmp, used.cpu().numpy().astype(np.int64), allow_pickle=False)
     if info is not None:
         path.with_suffix(".json").write_text(json.dumps(info, indent=1), encoding="utf-8")
     return path
@@ -144,12 +133,7 @@ def load_model_config(path: str | Path) -> ModelConfig:
 
 
 def save_model_config(cfg: ModelConfig, path: str | Path) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(cfg.to_dict(), indent=1, sort_keys=True), encoding="utf-8")
-    os.replace(tmp, path)
-    return path
+    return atomic_write_text(path, json.dumps(cfg.to_dict(), indent=1, sort_keys=True))
 
 
 # -- scale weights --------------------------------------------------------------------------------------------

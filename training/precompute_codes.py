@@ -13,8 +13,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,6 +21,7 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 
 from imagebart_core.config import ModelConfig
+from imagebart_core.fileio import atomic_path
 
 from .data import ImageFolder
 from .files import codebook_hash, load_model_config, load_shrink, load_vqgan
@@ -107,15 +106,8 @@ def save_codes(cs: CodeSet, path: str | Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     dtype = torch.int16 if int(cs.codes.max()) < 32768 else torch.int32
     meta = {"format": CODES_FORMAT, "class_names": json.dumps(cs.class_names), "codebook": cs.codebook}
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=str(path.parent))
-    os.close(fd)
-    try:
+    with atomic_path(path) as tmp:
         save_file({"codes": cs.codes.to(dtype).contiguous(), "labels": cs.labels.contiguous()}, tmp, metadata=meta)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
     cap = path.with_suffix(".captions.json")
     cap.write_text(json.dumps(cs.captions), encoding="utf-8")
     return path
