@@ -18,6 +18,15 @@ from imagebart_core.sampling import Known, PerItemSampler, TokenFilter, run_tran
 from imagebart_core.transformer import Attention, decode_layout
 
 
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """Tiny models gain nothing from threads; one thread keeps the test fast on a busy machine."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 def _model(conditioning: str, residual: bool, n_scales: int = 3) -> ib.ImageBART:
     cfg = ib.tiny_config(n_scales=n_scales, conditioning=conditioning, residual=residual)
     return ib.build_model(cfg, seed=1)
@@ -176,3 +185,36 @@ def test_layout_is_skipped_while_training():
         decode_layout(scale)
     assert not any(m.fast for m in scale.modules() if isinstance(m, Attention))
     assert scale.decoder[0].self_attn.to_q.weight.is_contiguous()
+
+
+def test_offload_idle_scales_moves_one_scale_at_a_time():
+    """CPU -> CPU offloading: same tokens, and each scale is moved in just before it runs and out after."""
+    model = _model("class", True)
+    cond = model.class_condition([1, 2])
+    want = model.sample(2, cond, seed=3)
+    events = []
+    for s, net in enumerate(model.scales, start=1):
+        original_to = net.to
+
+        def spy(*args, s=s, original_to=original_to, **kwargs):
+            events.append((s, str(args[0]) if args else str(kwargs)))
+            return original_to(*args, **kwargs)
+
+        net.to = spy
+        prepare = net.prepare
+
+        def prepare_spy(*args, s=s, prepare=prepare, **kwargs):
+            events.append((s, "run"))
+            return prepare(*args, **kwargs)
+
+        net.prepare = prepare_spy
+    model.offload_idle_scales("cpu", "cpu")
+    assert events == [(s, "cpu") for s in (1, 2, 3)]
+    events.clear()
+    got = model.sample(2, cond, seed=3)
+    assert torch.equal(got.tokens, want.tokens)
+    assert events == [e for s in (3, 2, 1) for e in ((s, "cpu"), (s, "run"), (s, "cpu"))]
+    events.clear()
+    model.offload_idle_scales(None)
+    model.sample(2, cond, seed=3)
+    assert events == [(s, "cpu") for s in (1, 2, 3)] + [(s, "run") for s in (3, 2, 1)]
