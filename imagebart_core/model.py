@@ -7,6 +7,7 @@ ordered scale 1 first, a ``{scale: value}`` dict, or ``None`` (the model's defau
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 from collections.abc import Sequence
 from typing import Any
@@ -57,6 +58,7 @@ class ImageBART(nn.Module):
             for scale in self.scales:
                 init_weights(scale)
         self._identity_cache: tuple[Any, str] | None = None
+        self._offload: tuple[torch.device, torch.device] | None = None  # (storage, compute), see offload_idle_scales
 
     # -- identity, devices ---------------------------------------------------------------------------
     @property
@@ -93,6 +95,39 @@ class ImageBART(nn.Module):
                 scale.residual_alpha = scale.residual_alpha.float()
         self.eval()
         return self
+
+    def offload_idle_scales(self, storage: torch.device | str | None = "cpu",
+                            compute: torch.device | str | None = None) -> ImageBART:
+        """Keep the scales that are not running on ``storage``; move each to ``compute`` only while it runs.
+
+        For devices with less memory than the whole model: peak memory on ``compute`` is then the VQGAN
+        plus one scale. ``compute`` defaults to the VQGAN's device. ``storage=None`` turns it off and
+        moves every scale back to ``compute``. Results are the same as without offloading.
+        """
+        compute = torch.device(compute) if compute is not None else self.device
+        if storage is None:
+            self._offload = None
+            for scale in self.scales:
+                scale.to(compute)
+            return self
+        self._offload = (torch.device(storage), compute)
+        for scale in self.scales:
+            scale.to(self._offload[0])
+        return self
+
+    @contextlib.contextmanager
+    def _scale_running(self, scale: int):
+        """The network of ``scale`` (1-based), on the compute device for the duration of the block."""
+        net = self.scales[scale - 1]
+        if self._offload is None:
+            yield net
+            return
+        storage, compute = self._offload
+        net.to(compute)
+        try:
+            yield net
+        finally:
+            net.to(storage)
 
     # -- conditions ------------------------------------------------------------------------------------
     def class_condition(self, values: Sequence[int | str] | int | str) -> Condition:
@@ -221,24 +256,24 @@ class ImageBART(nn.Module):
                     sampler: TokenSampler, known=None, progress=None, sampler_key=None) -> torch.Tensor:
         """x_in int64 [B, h, w] at level scale+1 -> int64 [B, h, w] at level ``scale``."""
         b, h, w = x_in.shape
-        net = self.scales[scale - 1]
         n = h * w
         if sampler_key is not None:
             original_begin = sampler.begin
             sampler.begin = lambda batch, n_tokens, key: original_begin(batch, n_tokens, sampler_key)
         try:
-            out = run_transition(
-                net,
-                x_in.reshape(b, n),
-                scale,
-                cond_tokens=cond_tokens,
-                token_filter=token_filter,
-                sampler=sampler,
-                null_tokens=null_tokens,
-                guidance=guidance,
-                known=known,
-                on_token=None if progress is None else (lambda i, o: progress(scale, i, n, o, (h, w))),
-            )
+            with self._scale_running(scale) as net:
+                out = run_transition(
+                    net,
+                    x_in.reshape(b, n),
+                    scale,
+                    cond_tokens=cond_tokens,
+                    token_filter=token_filter,
+                    sampler=sampler,
+                    null_tokens=null_tokens,
+                    guidance=guidance,
+                    known=known,
+                    on_token=None if progress is None else (lambda i, o: progress(scale, i, n, o, (h, w))),
+                )
         finally:
             if sampler_key is not None:
                 del sampler.begin
@@ -412,7 +447,8 @@ class ImageBART(nn.Module):
             raise ValueError(f"scale must be in 1..{self.n_scales}")
         b = target.shape[0]
         cond_tokens = self._cond_tokens(cond, b)
-        return self.scales[scale - 1](x_in.reshape(b, -1), target.reshape(b, -1), scale, cond_tokens)
+        with self._scale_running(scale) as net:
+            return net(x_in.reshape(b, -1), target.reshape(b, -1), scale, cond_tokens)
 
 
 def upper_half_mask(batch: int, height: int, width: int) -> torch.Tensor:
