@@ -298,6 +298,7 @@ class Result:
     peak_memory_bytes: int | None
     peak_memory_kind: str
     bandwidth_gb_s: float
+    load_average: tuple[float, float] | None = None  # 1-minute system load before and after (CPU contention)
     scales: list[dict] = field(default_factory=list)
 
 
@@ -318,6 +319,7 @@ def run_config(model: ImageBART, name: str, batch: int, dtype_name: str, *, scal
     n = model.config.grid[0] * model.config.grid[1]
     chain = subset == all_scales and (tokens is None or tokens >= n)
     cond = _condition(model, batch)
+    load_before = _load()
     reset_peak(device)
     runs = []
     for i in range(warmup + repeats):
@@ -360,8 +362,15 @@ def run_config(model: ImageBART, name: str, batch: int, dtype_name: str, *, scal
         repeats=repeats, chain_s=chain_s, decode_s=decode_s,
         tokens_per_s=None if chain_s is None else batch * n * len(subset) / chain_s,
         peak_memory_bytes=peak, peak_memory_kind="allocated" if device.type == "cuda" else "rss",
-        bandwidth_gb_s=bandwidth, scales=scale_rows,
+        bandwidth_gb_s=bandwidth, load_average=(load_before, _load()), scales=scale_rows,
     )
+
+
+def _load() -> float | None:
+    try:
+        return os.getloadavg()[0]
+    except (AttributeError, OSError):
+        return None
 
 
 # -- output ----------------------------------------------------------------------------------------------
@@ -377,7 +386,9 @@ def format_table(results: Sequence[Result]) -> str:
         tps = "-" if r.tokens_per_s is None else f"{r.tokens_per_s:.1f}"
         lines.append(f"{r.model}  {r.device} {r.dtype}  batch {r.batch}  [{r.device_name}]{tag}")
         lines.append(f"  chain incl. decode {chain}   decode {r.decode_s:.2f} s   tokens/s {tps}   "
-                     f"peak {r.peak_memory_kind} {_gb(r.peak_memory_bytes)}   read bandwidth {r.bandwidth_gb_s:.1f} GB/s")
+                     f"peak {r.peak_memory_kind} {_gb(r.peak_memory_bytes)}   read bandwidth {r.bandwidth_gb_s:.1f} GB/s"
+                     + (f"   load {r.load_average[0]:.1f}->{r.load_average[1]:.1f}" if r.load_average[0] is not None
+                        else ""))
         lines.append("  scale kind             encoder s   loop s   tok/s   ms/step   bound ms   bound/measured")
         for s in r.scales:
             lines.append(f"  {s['scale']:>5} {s['kind']:<16} {s['encoder_s']:>9.2f} {s['loop_s']:>8.2f} "
