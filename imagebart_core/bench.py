@@ -281,6 +281,54 @@ def time_decode(model: ImageBART, batch: int, seed: int) -> float:
     return time.perf_counter() - t
 
 
+def time_recompute_baseline(model: ImageBART, scale: int, batch: int, cond, points: int = 5) -> float:
+    """Estimated token-loop seconds of an encoder-decoder scale WITHOUT a KV cache (the original code's way).
+
+    The original re-runs the whole decoder (self- and cross-attention projections included) over the
+    growing prefix at every token step. This times that decoder pass at ``points`` prefix lengths
+    from 1 to N (after one warm-up pass) and sums the linearly interpolated cost over all N steps.
+    The top, decoder-only scale cached keys/values in the original too, so it has no baseline here.
+    """
+    from .transformer import SOS_TOKEN
+
+    net = model.scales[scale - 1]
+    device = model.device
+    n = model.config.grid[0] * model.config.grid[1]
+    cond_tokens = None if cond is None else cond.tokens.to(device)
+    x_in = torch.randint(0, model.config.vocab_size, (batch, n), device=device)
+    target = torch.randint(0, model.config.vocab_size, (batch, n), device=device)
+    lengths = sorted({max(1, round(i * n / (points - 1))) for i in range(points)})
+    with torch.no_grad():
+        enc = net.encode(x_in, scale, cond_tokens)  # [B, L, D]
+
+        def decoder_pass(length: int) -> None:
+            dec_in = torch.cat([target.new_full((batch, 1), SOS_TOKEN), target[:, : length - 1]], dim=1)
+            h = net.dec_token_emb(dec_in) + net.dec_pos_emb.weight[:length]  # [B, length, D]
+            for block in net.decoder:
+                h = block(h, enc)
+            net.residual(net.to_logits(net.dec_norm(h)), x_in[:, :length], scale)
+
+        decoder_pass(n)  # warm-up
+        costs = []
+        for length in lengths:
+            _sync(device)
+            t = time.perf_counter()
+            decoder_pass(length)
+            _sync(device)
+            costs.append(time.perf_counter() - t)
+    steps = torch.arange(1, n + 1, dtype=torch.float64)
+    per_step = _interp(steps, torch.tensor(lengths, dtype=torch.float64), torch.tensor(costs, dtype=torch.float64))
+    return float(per_step.sum())
+
+
+def _interp(x: torch.Tensor, xp: torch.Tensor, fp: torch.Tensor) -> torch.Tensor:
+    """Piecewise-linear interpolation (numpy.interp) of float64 1-D tensors."""
+    idx = torch.searchsorted(xp, x).clamp(1, len(xp) - 1)
+    x0, x1, y0, y1 = xp[idx - 1], xp[idx], fp[idx - 1], fp[idx]
+    w = ((x - x0) / (x1 - x0)).clamp(0, 1)
+    return y0 + w * (y1 - y0)
+
+
 # -- one configuration ---------------------------------------------------------------------------------
 @dataclass
 class Result:
@@ -312,7 +360,8 @@ def _condition(model: ImageBART, batch: int):
 
 
 def run_config(model: ImageBART, name: str, batch: int, dtype_name: str, *, scales: Sequence[int] | None,
-               tokens: int | None, repeats: int, warmup: int, bandwidth: float, seed: int = 0) -> Result:
+               tokens: int | None, repeats: int, warmup: int, bandwidth: float, seed: int = 0,
+               baseline: bool = False) -> Result:
     device = model.device
     all_scales = list(range(1, model.n_scales + 1))
     subset = sorted(scales) if scales else all_scales
@@ -347,6 +396,9 @@ def run_config(model: ImageBART, name: str, batch: int, dtype_name: str, *, scal
             "weight_bytes_per_step": wbytes, "bandwidth_bound_ms": bound_ms,
             "bound_fraction": bound_ms / ms_per_token, "tokens_timed": runs[0][2][j].tokens_timed, "n_tokens": n,
         })
+        if baseline and net.cfg.kind != "decoder_only":
+            base = time_recompute_baseline(model, s, batch, cond)
+            scale_rows[-1].update(recompute_loop_s=base, speedup_vs_recompute=base / loop)
     decode_s = med(r[1] for r in runs)
     if chain:
         chain_s = med(r[0] for r in runs)
@@ -391,9 +443,11 @@ def format_table(results: Sequence[Result]) -> str:
                         else ""))
         lines.append("  scale kind             encoder s   loop s   tok/s   ms/step   bound ms   bound/measured")
         for s in r.scales:
+            base = (f"   no-cache loop {s['recompute_loop_s']:.1f} s ({s['speedup_vs_recompute']:.1f}x slower)"
+                    if "recompute_loop_s" in s else "")
             lines.append(f"  {s['scale']:>5} {s['kind']:<16} {s['encoder_s']:>9.2f} {s['loop_s']:>8.2f} "
                          f"{s['tokens_per_s']:>7.1f} {s['ms_per_token_step']:>9.2f} {s['bandwidth_bound_ms']:>10.2f} "
-                         f"{s['bound_fraction']:>16.2f}")
+                         f"{s['bound_fraction']:>16.2f}{base}")
     return "\n".join(lines)
 
 
@@ -416,6 +470,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                    help="time only the first N tokens of each scale; the loop is extrapolated (and labelled so)")
     p.add_argument("--threads", type=int, default=None, help="CPU threads (default: physical cores)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--baseline", action="store_true", help="also estimate each encoder-decoder scale's token loop "
+                   "without a KV cache (the original code's recomputation over the prefix), for a same-run ratio")
     p.add_argument("--json", default=None, help="write the results here")
     args = p.parse_args(argv)
     if args.repeats < 1 or args.warmup < 0:
@@ -446,7 +502,7 @@ def main(argv: Sequence[str] | None = None) -> list[Result]:
             for batch in args.batch:
                 r = run_config(model, Path(args.model).stem if Path(args.model).is_file() else args.model, batch,
                                dtype_name, scales=args.scales, tokens=args.tokens, repeats=args.repeats,
-                               warmup=args.warmup, bandwidth=bandwidth, seed=args.seed)
+                               warmup=args.warmup, bandwidth=bandwidth, seed=args.seed, baseline=args.baseline)
                 results.append(r)
                 print(format_table([r]), flush=True)  # noqa: T201 - CLI summary
             del model

@@ -17,7 +17,7 @@ def test_bench_cli_tiny(tmp_path):
     try:
         results = bench.main(["--model", "tiny", "--batch", "1", "2", "--repeats", "1", "--warmup", "0",
                               "--threads", "1", "--json", str(out)])
-        partial = bench.main(["--model", "tiny", "--tokens", "4", "--scales", "1", "3", "--repeats", "1",
+        partial = bench.main(["--model", "tiny", "--tokens", "4", "--scales", "1", "3", "--repeats", "1", "--baseline",
                               "--warmup", "0", "--threads", "1"])
     finally:
         torch.set_num_threads(threads)
@@ -31,6 +31,7 @@ def test_bench_cli_tiny(tmp_path):
     (p,) = partial
     assert p.extrapolated and p.chain_s is None and [s["scale"] for s in p.scales] == [1, 3]
     assert all(s["tokens_timed"] == 4 for s in p.scales)
+    assert p.scales[0]["recompute_loop_s"] > 0 and "recompute_loop_s" not in p.scales[1]  # decoder-only: none
     assert "extrapolated" in bench.format_table(partial)
 
 
