@@ -61,6 +61,18 @@ def physical_cores() -> int:
     return max(1, len(cores))
 
 
+def default_threads() -> int:
+    """Physical cores minus the cores other work keeps busy (1-minute load average), at least 1.
+
+    Decode steps are hundreds of short parallel regions; an OpenMP thread that the OS deschedules stalls
+    every one of them, so on a shared machine fewer threads than cores is much faster.
+    """
+    cores = physical_cores()
+    load = _load()
+    busy = 0 if load is None else int(round(load))
+    return max(1, min(cores, cores - busy))
+
+
 def cpu_name() -> str:
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -468,7 +480,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--scales", type=int, nargs="+", default=None, help="time only these scales (1-based)")
     p.add_argument("--tokens", type=int, default=None,
                    help="time only the first N tokens of each scale; the loop is extrapolated (and labelled so)")
-    p.add_argument("--threads", type=int, default=None, help="CPU threads (default: physical cores)")
+    p.add_argument("--threads", type=int, default=None,
+                   help="CPU threads (default: physical cores not kept busy by other work, see default_threads)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--baseline", action="store_true", help="also estimate each encoder-decoder scale's token loop "
                    "without a KV cache (the original code's recomputation over the prefix), for a same-run ratio")
@@ -484,7 +497,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 def main(argv: Sequence[str] | None = None) -> list[Result]:
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    torch.set_num_threads(args.threads or physical_cores())
+    torch.set_num_threads(args.threads or default_threads())
     results: list[Result] = []
     for dev in args.device:
         device = torch.device(dev)
