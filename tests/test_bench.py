@@ -48,3 +48,16 @@ def test_released_architectures_build_on_meta_sizes():
     assert model.vqgan.quantize.used.tolist() == list(range(model.config.vocab_size))
     w = model.scales[0].decoder[0].ff.fc1.weight.float()
     assert 0.015 < float(w.std()) < 0.025
+
+
+def test_bench_model_file(tmp_path):
+    import imagebart_core as ib
+
+    path = ib.save_model(ib.build_model(ib.tiny_config(n_scales=2), seed=0), tmp_path / "m.safetensors")
+    threads = torch.get_num_threads()
+    try:
+        (r,) = bench.main(["--model", str(path), "--tokens", "3", "--scales", "1", "--repeats", "1", "--warmup", "0",
+                           "--threads", "1"])
+    finally:
+        torch.set_num_threads(threads)
+    assert r.model == "m" and r.extrapolated and [s["scale"] for s in r.scales] == [1]
