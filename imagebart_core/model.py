@@ -7,6 +7,7 @@ ordered scale 1 first, a ``{scale: value}`` dict, or ``None`` (the model's defau
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 from collections.abc import Sequence
 from typing import Any
@@ -60,6 +61,7 @@ class ImageBART(nn.Module):
             for scale in self.scales:
                 init_weights(scale)
         self._identity_cache: tuple[Any, str] | None = None
+        self._offload: tuple[torch.device, torch.device] | None = None  # (storage, compute), see offload_idle_scales
 
     # -- identity, devices ---------------------------------------------------------------------------
     @property
@@ -96,6 +98,39 @@ class ImageBART(nn.Module):
                 scale.residual_alpha = scale.residual_alpha.float()
         self.eval()
         return self
+
+    def offload_idle_scales(self, storage: torch.device | str | None = "cpu",
+                            compute: torch.device | str | None = None) -> ImageBART:
+        """Keep the scales that are not running on ``storage``; move each to ``compute`` only while it runs.
+
+        For devices with less memory than the whole model: peak memory on ``compute`` is then the VQGAN
+        plus one scale. ``compute`` defaults to the VQGAN's device. ``storage=None`` turns it off and
+        moves every scale back to ``compute``. Results are the same as without offloading.
+        """
+        compute = torch.device(compute) if compute is not None else self.device
+        if storage is None:
+            self._offload = None
+            for scale in self.scales:
+                scale.to(compute)
+            return self
+        self._offload = (torch.device(storage), compute)
+        for scale in self.scales:
+            scale.to(self._offload[0])
+        return self
+
+    @contextlib.contextmanager
+    def _scale_running(self, scale: int):
+        """The network of ``scale`` (1-based), on the compute device for the duration of the block."""
+        net = self.scales[scale - 1]
+        if self._offload is None:
+            yield net
+            return
+        storage, compute = self._offload
+        net.to(compute)
+        try:
+            yield net
+        finally:
+            net.to(storage)
 
     # -- conditions ------------------------------------------------------------------------------------
     def class_condition(self, values: Sequence[int | str] | int | str) -> Condition:
@@ -235,7 +270,6 @@ class ImageBART(nn.Module):
                     window_stride=None) -> torch.Tensor:
         """x_in int64 [B, h, w] at level scale+1 -> int64 [B, h, w] at level ``scale``."""
         b, h, w = x_in.shape
-        net = self.scales[scale - 1]
         n = h * w
         cond_sets, weights_at = cond_plan
         on_token = None if progress is None else (lambda i, o: progress(scale, i, n, o, (h, w)))
@@ -243,26 +277,27 @@ class ImageBART(nn.Module):
             original_begin = sampler.begin
             sampler.begin = lambda batch, n_tokens, key: original_begin(batch, n_tokens, sampler_key)
         try:
-            if (h, w) != tuple(self.config.grid) or len(cond_sets) > 1:
-                stride = None if window_stride is None else (int(window_stride), int(window_stride))
-                out = run_windowed_transition(
-                    net, x_in, scale, window=tuple(self.config.grid), cond_sets=cond_sets, weights_at=weights_at,
-                    token_filter=token_filter, sampler=sampler, null_tokens=null_tokens, guidance=guidance,
-                    known=known, stride=stride, on_token=on_token,
-                )
-            else:
-                out = run_transition(
-                    net,
-                    x_in.reshape(b, n),
-                    scale,
-                    cond_tokens=cond_sets[0],
-                    token_filter=token_filter,
-                    sampler=sampler,
-                    null_tokens=null_tokens,
-                    guidance=guidance,
-                    known=known,
-                    on_token=on_token,
-                )
+            with self._scale_running(scale) as net:
+                if (h, w) != tuple(self.config.grid) or len(cond_sets) > 1:
+                    stride = None if window_stride is None else (int(window_stride), int(window_stride))
+                    out = run_windowed_transition(
+                        net, x_in, scale, window=tuple(self.config.grid), cond_sets=cond_sets,
+                        weights_at=weights_at, token_filter=token_filter, sampler=sampler, null_tokens=null_tokens,
+                        guidance=guidance, known=known, stride=stride, on_token=on_token,
+                    )
+                else:
+                    out = run_transition(
+                        net,
+                        x_in.reshape(b, n),
+                        scale,
+                        cond_tokens=cond_sets[0],
+                        token_filter=token_filter,
+                        sampler=sampler,
+                        null_tokens=null_tokens,
+                        guidance=guidance,
+                        known=known,
+                        on_token=on_token,
+                    )
         finally:
             if sampler_key is not None:
                 del sampler.begin
@@ -442,7 +477,8 @@ class ImageBART(nn.Module):
             raise ValueError(f"scale must be in 1..{self.n_scales}")
         b = target.shape[0]
         cond_tokens = self._cond_tokens(cond, b)
-        return self.scales[scale - 1](x_in.reshape(b, -1), target.reshape(b, -1), scale, cond_tokens)
+        with self._scale_running(scale) as net:
+            return net(x_in.reshape(b, -1), target.reshape(b, -1), scale, cond_tokens)
 
 
 def _single_weight(x: float) -> list[float]:

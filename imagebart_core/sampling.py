@@ -156,6 +156,7 @@ def run_transition(
         known_mask = known.mask.to(x_in.device)
         vocab = net.cfg.vocab_size
         forced = torch.full((b, vocab), float("-inf"), device=x_in.device)
+        any_known = known_mask.any(0).tolist()  # per position; one device sync per transition, not per token
     prev = None
     for n in range(n_tokens):
         logits = net.step(state, n, prev, scale).float()  # [B or 2B, K]
@@ -163,10 +164,9 @@ def run_transition(
             cond_logits, uncond_logits = logits[:b], logits[b:]
             logits = uncond_logits + guidance * (cond_logits - uncond_logits)
         if known is not None:
-            row = known_mask[:, n]  # [B]
-            if bool(row.any()):
+            if any_known[n]:
                 one = forced.scatter(1, known_tokens[:, n : n + 1], 0.0)  # 0 at the known id, -inf elsewhere
-                logits = torch.where(row[:, None], one, logits)
+                logits = torch.where(known_mask[:, n, None], one, logits)
         probs = torch.softmax(token_filter(logits), dim=-1)
         token = sampler.draw(probs, n)  # [B]
         if known is not None:

@@ -1,0 +1,13 @@
+#!/usr/bin/env bash
+# Full-size chain timings on one CUDA GPU: ffhq_4_scales_geometric and cin_5_scales_custom (random weights),
+# batch 1 and 32, bf16 and fp32 transformers (VQGAN and sampling math always fp32), peak allocated memory.
+# Writes JSON to $OUT (or ./bench-gpu). Needs only torch with CUDA and this repository; installs nothing.
+# Usage: bash scripts/gpu_bench.sh            (about 3-6 minutes on a recent data-centre GPU)
+set -euo pipefail
+out="${OUT:-bench-gpu}"
+mkdir -p "$out"
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv > "$out/gpu.txt" || true
+for model in ffhq_4_scales_geometric cin_5_scales_custom; do
+  python -m imagebart_core.bench --model "$model" --device cuda --dtype bf16 fp32 --batch 1 32 \
+    --repeats 2 --warmup 1 --json "$out/$model.json" 2>&1 | tee "$out/$model.txt"
+done

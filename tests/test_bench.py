@@ -1,0 +1,63 @@
+"""Smoke test of the benchmark CLI on the tiny config (the real measurements are not part of the test run)."""
+
+from __future__ import annotations
+
+import json
+
+import torch
+
+from imagebart_core import bench
+from imagebart_core.original.presets import ORIGINAL_MODELS, original_config
+from imagebart_core.random_init import random_model
+
+
+def test_bench_cli_tiny(tmp_path):
+    threads = torch.get_num_threads()
+    out = tmp_path / "b.json"
+    try:
+        results = bench.main(["--model", "tiny", "--batch", "1", "2", "--repeats", "1", "--warmup", "0",
+                              "--threads", "1", "--json", str(out)])
+        partial = bench.main(["--model", "tiny", "--tokens", "4", "--scales", "1", "3", "--repeats", "1", "--baseline",
+                              "--warmup", "0", "--threads", "1"])
+    finally:
+        torch.set_num_threads(threads)
+    data = json.loads(out.read_text())
+    assert [r["batch"] for r in data["results"]] == [1, 2]
+    for r in results:
+        assert not r.extrapolated and r.chain_s > 0 and r.decode_s > 0 and r.tokens_per_s > 0
+        assert [s["scale"] for s in r.scales] == [1, 2, 3]
+        assert all(s["tokens_timed"] == 16 and s["weight_bytes_per_step"] > 0 for s in r.scales)
+        assert r.peak_memory_bytes is None or r.peak_memory_bytes > 0
+    (p,) = partial
+    assert p.extrapolated and p.chain_s is None and [s["scale"] for s in p.scales] == [1, 3]
+    assert all(s["tokens_timed"] == 4 for s in p.scales)
+    assert p.scales[0]["recompute_loop_s"] > 0 and "recompute_loop_s" not in p.scales[1]  # decoder-only: none
+    assert "extrapolated" in bench.format_table(partial)
+
+
+def test_released_architectures_build_on_meta_sizes():
+    """Every released name resolves to a config; random_model materialises in the asked dtype."""
+    for name in ORIGINAL_MODELS:
+        assert original_config(name).n_scales >= 2
+    from imagebart_core.config import tiny_config
+
+    model = random_model(tiny_config(n_scales=2, residual=True), dtype=torch.bfloat16)
+    assert all(p.dtype == torch.bfloat16 for p in model.scales.parameters())
+    assert all(p.dtype == torch.float32 for p in model.vqgan.parameters())
+    assert model.scales[0].residual_alpha.dtype == torch.float32
+    assert model.vqgan.quantize.used.tolist() == list(range(model.config.vocab_size))
+    w = model.scales[0].decoder[0].ff.fc1.weight.float()
+    assert 0.015 < float(w.std()) < 0.025
+
+
+def test_bench_model_file(tmp_path):
+    import imagebart_core as ib
+
+    path = ib.save_model(ib.build_model(ib.tiny_config(n_scales=2), seed=0), tmp_path / "m.safetensors")
+    threads = torch.get_num_threads()
+    try:
+        (r,) = bench.main(["--model", str(path), "--tokens", "3", "--scales", "1", "--repeats", "1", "--warmup", "0",
+                           "--threads", "1"])
+    finally:
+        torch.set_num_threads(threads)
+    assert r.model == "m" and r.extrapolated and [s["scale"] for s in r.scales] == [1]
