@@ -273,34 +273,28 @@ class ImageBART(nn.Module):
         n = h * w
         cond_sets, weights_at = cond_plan
         on_token = None if progress is None else (lambda i, o: progress(scale, i, n, o, (h, w)))
-        if sampler_key is not None:
-            original_begin = sampler.begin
-            sampler.begin = lambda batch, n_tokens, key: original_begin(batch, n_tokens, sampler_key)
-        try:
-            with self._scale_running(scale) as net:
-                if (h, w) != tuple(self.config.grid) or len(cond_sets) > 1:
-                    stride = None if window_stride is None else (int(window_stride), int(window_stride))
-                    out = run_windowed_transition(
-                        net, x_in, scale, window=tuple(self.config.grid), cond_sets=cond_sets,
-                        weights_at=weights_at, token_filter=token_filter, sampler=sampler, null_tokens=null_tokens,
-                        guidance=guidance, known=known, stride=stride, on_token=on_token,
-                    )
-                else:
-                    out = run_transition(
-                        net,
-                        x_in.reshape(b, n),
-                        scale,
-                        cond_tokens=cond_sets[0],
-                        token_filter=token_filter,
-                        sampler=sampler,
-                        null_tokens=null_tokens,
-                        guidance=guidance,
-                        known=known,
-                        on_token=on_token,
-                    )
-        finally:
-            if sampler_key is not None:
-                del sampler.begin
+        with self._scale_running(scale) as net:
+            if (h, w) != tuple(self.config.grid) or len(cond_sets) > 1:
+                stride = None if window_stride is None else (int(window_stride), int(window_stride))
+                out = run_windowed_transition(
+                    net, x_in, scale, window=tuple(self.config.grid), cond_sets=cond_sets,
+                    weights_at=weights_at, token_filter=token_filter, sampler=sampler, null_tokens=null_tokens,
+                    guidance=guidance, known=known, stride=stride, on_token=on_token, sampler_key=sampler_key,
+                )
+            else:
+                out = run_transition(
+                    net,
+                    x_in.reshape(b, n),
+                    scale,
+                    cond_tokens=cond_sets[0],
+                    token_filter=token_filter,
+                    sampler=sampler,
+                    null_tokens=null_tokens,
+                    guidance=guidance,
+                    known=known,
+                    on_token=on_token,
+                    sampler_key=sampler_key,
+                )
         return out.view(b, h, w)
 
     def _progress(self, callback: ProgressCallback | None, total: int):

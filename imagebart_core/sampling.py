@@ -135,13 +135,15 @@ def run_transition(
     guidance: float = 1.0,
     known: Known | None = None,
     on_token: Callable[[int, torch.Tensor], None] | None = None,
+    sampler_key: object = None,
 ) -> torch.Tensor:
     """Sample ``x_scale`` from ``x_{scale+1}`` with one scale's network.
 
     x_in: int64 [B, N] codes of the input level (ignored by a decoder-only scale).
     cond_tokens / null_tokens: int64 [B, P] condition and unconditional tokens (guidance when
     ``guidance != 1`` and ``null_tokens`` is given). Returns int64 [B, N].
-    ``on_token(n, out)`` is called after each token (progress, cancel).
+    ``on_token(n, out)`` is called after each token (progress, cancel). ``sampler_key`` names the
+    transition's random stream (default ``("scale", scale)``; refinement passes use their own).
     """
     b, n_tokens = x_in.shape
     guided = guidance != 1.0 and null_tokens is not None
@@ -149,7 +151,7 @@ def run_transition(
         state = net.prepare(torch.cat([x_in, x_in]), scale, torch.cat([cond_tokens, null_tokens]), n_tokens)
     else:
         state = net.prepare(x_in, scale, cond_tokens, n_tokens)
-    sampler.begin(b, n_tokens, ("scale", scale))
+    sampler.begin(b, n_tokens, ("scale", scale) if sampler_key is None else sampler_key)
     out = torch.empty(b, n_tokens, dtype=torch.long, device=x_in.device)
     if known is not None:
         known_tokens = known.tokens.to(x_in.device)

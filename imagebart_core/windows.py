@@ -109,6 +109,7 @@ def run_windowed_transition(
     stride: tuple[int, int] | None = None,
     on_token: Callable[[int, torch.Tensor], None] | None = None,
     on_window: Callable[[tuple[int, int, int, int], int], None] | None = None,
+    sampler_key: object = None,
 ) -> torch.Tensor:
     """Sample level ``scale`` over a grid of any size >= ``window`` with sliding windows.
 
@@ -131,7 +132,7 @@ def run_windowed_transition(
     rows = len(groups)
     cond_all = None if groups[0] is None else torch.cat(list(groups))  # [rows * B, P]
     decoder_only = isinstance(net, DecoderOnlyScale)
-    sampler.begin(b, n_total, ("scale", scale))
+    sampler.begin(b, n_total, ("scale", scale) if sampler_key is None else sampler_key)
     out = torch.zeros(b, hh, ww, dtype=torch.long, device=x_in.device)
     if known is not None:
         known_tokens = known.tokens.to(x_in.device).view(b, hh, ww)
