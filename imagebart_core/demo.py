@@ -6,7 +6,8 @@ on procedural coloured shapes) it writes into ``--out``:
 * ``samples.png``: unconditional samples (top row) and one class-conditional sample per shape class;
 * ``inpainting.png``: inputs, the free-form mask (white = regenerate), and the inpainted results;
 * ``upper_half.png``: inputs, and completions of their upper halves from the lower halves;
-* ``text_edit.png``: an image from a prompt, the mask, and the masked region re-generated from another prompt.
+* ``text_edit.png``: an image from a prompt, the mask, and the masked region re-generated from another prompt;
+* ``panorama.png``: images three times the trained width whose prompt blends from left to right (sliding windows).
 
 Without the bundled models (or with ``--model FILE``) it runs the same pipeline on that model, or on a tiny
 **random-weight** model, which exercises everything but draws structured noise, and says so.
@@ -24,6 +25,7 @@ import torch
 from .checkpoint import load_model
 from .config import tiny_config
 from .model import ImageBART, upper_half_mask
+from .windows import ConditionBlend
 
 log = logging.getLogger("imagebart.demo")
 
@@ -148,8 +150,18 @@ def run(out: Path, model_path: str | None = None, batch: int = 4, seed: int = 0,
         path = save_grid(torch.cat([before, _mask_rgb(left), after]), out / "text_edit.png", columns=batch, scale=3)
         lines.append(f"text-guided edit: {path} (rows: '{source_prompt}', mask (left half), re-generated as "
                      f"'{edit_prompt}'; {t.seconds:.1f} s)")
+        # 5. a panorama three times the trained width, one prompt blending into another (sliding windows)
+        with _Timer() as t:
+            gh, gw = text_model.config.grid
+            blend = ConditionBlend([text_model.text_condition(["a red circle"]),
+                                    text_model.text_condition(["a blue square"])])
+            wide = text_model.decode(text_model.sample(2, cond=blend, grid=(gh, 3 * gw), seed=seed + 5,
+                                                       guidance=guidance))
+        path = save_grid(wide, out / "panorama.png", columns=1, scale=3)
+        lines.append(f"panorama: {path} ({wide.shape[-1]}x{wide.shape[-2]} px = 3x the trained width, "
+                     f"'a red circle' on the left blending into 'a blue square' on the right; {t.seconds:.1f} s)")
     else:
-        lines.append("text-guided edit: skipped (no text-conditional model)")
+        lines.append("text-guided edit and panorama: skipped (no text-conditional model)")
     return lines
 
 

@@ -61,7 +61,7 @@ class DemoSettings:
     decoder_depth: int = 2
     top_depth: int = 3
     text_length: int = 16
-    scale_steps: int = 1500
+    scale_steps: int = 5000
     scale_batch: int = 24
     scale_lr: float = 1e-3
     warmup_steps: int = 100
