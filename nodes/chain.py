@@ -7,7 +7,7 @@ import torch.nn.functional as F
 from comfy_api.latest import io
 
 from . import comfy_bridge as bridge
-from .codes import HEIGHT_TIP, WIDTH_TIP, decode_any_level, grid_for
+from .codes import decode_any_level, grid_for, image_size_inputs
 from .common import (
     CATEGORY,
     CodesSocket,
@@ -175,9 +175,7 @@ class ImageBARTSample(io.ComfyNode):
                         "scales x tokens; each finished level is previewed). Same seed, same images.",
             inputs=[
                 ModelSocket.Input("model", tooltip="The ImageBART model."),
-                io.Int.Input("width", default=0, min=0, max=16384, step=8, tooltip=WIDTH_TIP),
-                io.Int.Input("height", default=0, min=0, max=16384, step=8, tooltip=HEIGHT_TIP),
-                io.Int.Input("batch_size", default=1, min=1, max=64, tooltip="Number of images."),
+                *image_size_inputs(),
                 seed_input(),
                 *sampling_inputs(),
                 io.String.Input("temperature_per_scale", default="", tooltip=PER_SCALE_TIP.format(name="temperature")),

@@ -26,6 +26,15 @@ SIZE_TIP = ("Image {name} in pixels; 0 = the model's trained size. Larger sizes 
             "around it (sliding windows), e.g. 3x the trained width for a panorama. Smaller sizes are refused.")
 WIDTH_TIP = SIZE_TIP.format(name="width")
 HEIGHT_TIP = SIZE_TIP.format(name="height")
+
+
+def image_size_inputs() -> list:
+    """width, height (0 = the trained size) and batch_size widgets, the same on every node that makes codes."""
+    return [
+        io.Int.Input("width", default=0, min=0, max=16384, step=8, tooltip=WIDTH_TIP),
+        io.Int.Input("height", default=0, min=0, max=16384, step=8, tooltip=HEIGHT_TIP),
+        io.Int.Input("batch_size", default=1, min=1, max=64, tooltip="Number of images."),
+    ]
 KEEP_SIZE = "keep size (round to multiple of factor)"
 FIT_MODES = ["resize to model size", "crop to model size", "crop to multiple of factor", "error", KEEP_SIZE]
 
@@ -196,9 +205,7 @@ class ImageBARTRandomCodes(io.ComfyNode):
                         "Feed them to Reverse Chain Step nodes.",
             inputs=[
                 ModelSocket.Input("model", tooltip="The ImageBART model."),
-                io.Int.Input("width", default=0, min=0, max=16384, step=8, tooltip=WIDTH_TIP),
-                io.Int.Input("height", default=0, min=0, max=16384, step=8, tooltip=HEIGHT_TIP),
-                io.Int.Input("batch_size", default=1, min=1, max=64, tooltip="Number of images."),
+                *image_size_inputs(),
                 seed_input(),
             ],
             outputs=[CodesSocket.Output(display_name="codes", tooltip="Noise codes at the top level T.")],
