@@ -44,6 +44,7 @@ class DemoSettings:
     val_images: int = 256
     data_seed: int = 0
     val_seed: int = 1
+    class_max_shapes: int = 1  # the class model learns from one-shape images (the class is that shape)
     # VQGAN: factor 4 (8x8 codes at 32 px), small channels for a CPU
     vq_base_channels: int = 16
     vq_channel_mult: tuple[int, ...] = (1, 2, 4)
@@ -110,12 +111,17 @@ class Recipe:
         w.mkdir(parents=True, exist_ok=True)
         self.models.mkdir(parents=True, exist_ok=True)
         shapes, val = w / "shapes", w / "shapes_val"
-        if not self._done(shapes / "circle"):
+        single, single_val = w / "shapes_single", w / "shapes_single_val"
+        if not (self._done(shapes / "circle") and self._done(single / "circle")):
             self._run("data", [
                 _python("training.make_shapes", "--out", shapes, "--n", s.train_images, "--size", s.image_size,
                         "--seed", s.data_seed, "--overwrite"),
                 _python("training.make_shapes", "--out", val, "--n", s.val_images, "--size", s.image_size,
                         "--seed", s.val_seed, "--overwrite"),
+                _python("training.make_shapes", "--out", single, "--n", s.train_images, "--size", s.image_size,
+                        "--seed", s.data_seed, "--max-shapes", s.class_max_shapes, "--overwrite"),
+                _python("training.make_shapes", "--out", single_val, "--n", s.val_images, "--size", s.image_size,
+                        "--seed", s.val_seed, "--max-shapes", s.class_max_shapes, "--overwrite"),
             ])
         vq_cfg = w / "vqgan_config.json"
         vq_cfg.write_text(json.dumps({
@@ -138,18 +144,21 @@ class Recipe:
         common = ["--vqgan", vq, "--shrink", shrink, "--image-size", s.image_size, "--n-scales", s.n_scales,
                   "--preset", "small", "--dim", s.dim, "--heads", s.heads, "--dim-head", s.dim_head,
                   "--depth", s.depth, "--decoder-depth", s.decoder_depth, "--top-dim", s.dim, "--top-heads", s.heads,
-                  "--top-dim-head", s.dim_head, "--top-depth", s.top_depth, "--data", shapes, "--overwrite"]
+                  "--top-dim-head", s.dim_head, "--top-depth", s.top_depth, "--overwrite"]
         if not (self._done(configs["class"]) and self._done(configs["text"])):
             self._run("configs", [
-                _python("training.model_config", *common, "--conditioning", "class", "--name",
+                _python("training.model_config", *common, "--conditioning", "class", "--data", single, "--name",
                         "imagebart-demo-shapes-class", "--out", configs["class"]),
-                _python("training.model_config", *common, "--conditioning", "text", "--text-length", s.text_length,
+                _python("training.model_config", *common, "--conditioning", "text", "--data", shapes,
+                        "--text-length", s.text_length,
                         "--text-vocab-from-data", "--name", "imagebart-demo-shapes-text", "--out", configs["text"]),
             ])
-        codes = w / "codes.safetensors"
-        if not self._done(codes):
-            self._run("codes", [_python("training.precompute_codes", "--config", configs["class"], "--data", shapes,
-                                        "--out", codes, "--overwrite")])
+        codes = {"class": w / "codes_single.safetensors", "text": w / "codes.safetensors"}
+        data = {"class": single, "text": shapes}
+        todo = [kind for kind in configs if not self._done(codes[kind])]
+        if todo:
+            self._run("codes", [_python("training.precompute_codes", "--config", configs[kind], "--data", data[kind],
+                                        "--out", codes[kind], "--overwrite") for kind in todo])
         jobs = []
         for kind, cfg in configs.items():
             for scale in range(1, s.n_scales + 1):
@@ -157,7 +166,7 @@ class Recipe:
                 if self._done(out / f"scale{scale}.safetensors"):
                     continue
                 jobs.append(_python(
-                    "training.train_scale", "--config", cfg, "--scale", scale, "--codes", codes, "--out", out,
+                    "training.train_scale", "--config", cfg, "--scale", scale, "--codes", codes[kind], "--out", out,
                     "--max-steps", s.scale_steps, "--batch-size", s.scale_batch, "--lr", s.scale_lr,
                     "--warmup-steps", s.warmup_steps, "--cond-dropout", s.cond_dropout, "--ema-decay", s.ema_decay,
                     "--seed", s.seed + scale, "--threads", max(1, 2 // self.parallel), "--workers", 0,
@@ -169,25 +178,25 @@ class Recipe:
             "training.assemble", "--config", configs[kind], "--scales",
             *[w / kind / f"scale{i}" for i in range(1, s.n_scales + 1)], "--out", outputs[kind],
             "--store-dtype", "fp16", "--overwrite") for kind in configs])
-        metrics = evaluate(outputs, val, s.image_size)
+        metrics = evaluate(outputs, {"class": single_val, "text": val}, s.image_size)
         return {"settings": dataclasses.asdict(s), "step_seconds": self.times, "metrics": metrics,
                 "outputs": {k: v.name for k, v in outputs.items()}}
 
 
 # -- evaluation ----------------------------------------------------------------------------------------
 @torch.no_grad()
-def evaluate(outputs: dict[str, Path], val: Path, image_size: int, seed: int = 0) -> dict:
+def evaluate(outputs: dict[str, Path], val_folders: dict[str, Path], image_size: int, seed: int = 0) -> dict:
     """PSNR of the VQGAN on held-out shapes, per-scale validation losses, sampling time."""
     import imagebart_core as ib
 
     from .data import ImageFolder
     from .scale_loss import StepNoise, make_targets, scale_loss
 
-    ds = ImageFolder(val, image_size)
-    images = torch.stack([ds[i]["image"] for i in range(len(ds))])  # [N, 3, H, W] in [-1, 1]
-    x = (images + 1) / 2
     results = {}
     for kind, path in outputs.items():
+        ds = ImageFolder(val_folders[kind], image_size)
+        images = torch.stack([ds[i]["image"] for i in range(len(ds))])  # [N, 3, H, W] in [-1, 1]
+        x = (images + 1) / 2
         model = ib.load_model(path)
         codes = model.encode(x)
         recon = model.decode(codes)
