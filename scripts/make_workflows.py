@@ -6,8 +6,9 @@ so the files always match the nodes. Re-run after changing a node's inputs:
 
     python3 scripts/make_workflows.py
 
-Model files: until the demo model exists the workflows use the random-weight models written by
-``python -m imagebart_core.random_model`` (see workflows/README.md).
+Model files: the two small demo models bundled in the pack's ``models/`` folder (trained on procedural
+coloured shapes, 32x32 px; listed by Load ImageBART without copying). The unconditional workflows use the
+class model with no condition connected (it was trained with condition dropout).
 """
 
 from __future__ import annotations
@@ -22,11 +23,22 @@ sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 
 from workflow_tools import core_definitions, pack_definitions, socket_inputs, widget_slots  # noqa: E402
 
-MODELS = {"uncond": "imagebart-random-uncond.safetensors", "class": "imagebart-random-class.safetensors",
-          "text": "imagebart-random-text.safetensors"}
-MODEL_NOTE = ("**Model:** `{model}` in `ComfyUI/models/imagebart/`. Until the demo model is released it is a "
-              "random-weight model made with\n`python -m imagebart_core.random_model --out {model} --conditioning "
-              "{kind}`,\nso the images are structured noise: the workflow shows the wiring, not the quality.")
+CLASS_MODEL = "imagebart-demo-shapes-class.safetensors"
+TEXT_MODEL = "imagebart-demo-shapes-text.safetensors"
+MODELS = {"uncond": CLASS_MODEL, "class": CLASS_MODEL, "text": TEXT_MODEL}
+GUIDANCE = 2.0  # classifier-free guidance of the conditioned workflows: the small demo models follow it better
+MODEL_NOTE = {
+    "uncond": "**Model:** `{model}`, a small demo model bundled with the pack (its `models/` folder is listed by "
+              "Load ImageBART). Trained on coloured shapes at 32x32 px; with no condition connected it samples "
+              "unconditionally.",
+    "class": "**Model:** `{model}`, a small demo model bundled with the pack (its `models/` folder is listed by "
+             "Load ImageBART). Trained on coloured shapes at 32x32 px; classes: circle, cross, diamond, square, "
+             "triangle.",
+    "text": "**Model:** `{model}`, a small demo model bundled with the pack (its `models/` folder is listed by "
+            "Load ImageBART). Trained on coloured shapes at 32x32 px with captions such as \"a red circle above a "
+            "blue square\" (colours red, green, blue, yellow, purple, orange; relations above, below, left of, "
+            "right of); other words are ignored.",
+}
 
 
 class Workflow:
@@ -83,8 +95,7 @@ class Workflow:
 
 
 def note(wf: Workflow, text: str, kind: str = "uncond") -> None:
-    cond = {"uncond": "none"}.get(kind, kind)
-    wf.node("MarkdownNote", (20, -200), text=text + "\n\n" + MODEL_NOTE.format(model=MODELS[kind], kind=cond))
+    wf.node("MarkdownNote", (20, -200), text=text + "\n\n" + MODEL_NOTE[kind].format(model=MODELS[kind]))
 
 
 def unconditional(defs):
@@ -133,7 +144,8 @@ def inpainting(defs):
     wf = Workflow("inpainting_free_form", defs)
     note(wf, "## Free-form inpainting\nLoad an image and paint the area to regenerate (right-click the Load "
              "Image node -> Open in MaskEditor; transparent = regenerate). The mask can be any size: it is "
-             "stretched to the encoded image. 'composite' pastes the original pixels back outside the mask.")
+             "stretched to the encoded image. 'composite' pastes the original pixels back outside the mask. "
+             "The example paints over the green diamond; the model redraws something that fits the rest.")
     _, _, r = _edit(wf, "uncond", "example_masked.png", seed=3)
     wf.node("SaveImage", (1040, 20), images=(r, 1), filename_prefix="imagebart/inpainting")
     return wf
@@ -142,14 +154,14 @@ def inpainting(defs):
 def upper_half(defs):
     wf = Workflow("upper_half_completion", defs)
     note(wf, "## Upper-half completion\nThe upper half of the image is regenerated to fit the lower half, four "
-             "times (batch item i uses seed + i). The mask is built with core mask nodes at 64x64 while the image "
-             "is 96x96: Masked Refine stretches it.")
+             "times (batch item i uses seed + i). The mask is built with core mask nodes at 32x32 while the image "
+             "is 64x64: Masked Refine stretches it.")
     m = wf.node("ImageBARTLoader", (20, 20), model_name=MODELS["uncond"])
     img = wf.node("LoadImage", (20, 200), image="example.png")
     rep = wf.node("RepeatImageBatch", (360, 200), image=(img, 0), amount=4)
     e = wf.node("ImageBARTEncode", (700, 20), model=(m, 0), image=(rep, 0))
-    zero = wf.node("SolidMask", (20, 560), value=0.0, width=64, height=64)
-    top = wf.node("SolidMask", (20, 760), value=1.0, width=64, height=32)
+    zero = wf.node("SolidMask", (20, 560), value=0.0, width=32, height=32)
+    top = wf.node("SolidMask", (20, 760), value=1.0, width=32, height=16)
     mask = wf.node("MaskComposite", (360, 600), destination=(zero, 0), source=(top, 0), x=0, y=0, operation="add")
     r = wf.node("ImageBARTMaskedRefine", (1040, 20), model=(m, 0), codes=(e, 0), mask=(mask, 0), image=(img, 0),
                 composite=True, seed=11)
@@ -159,26 +171,30 @@ def upper_half(defs):
 
 def class_edit(defs):
     wf = Workflow("class_guided_local_edit", defs)
-    note(wf, "## Class-guided local editing\nThe painted area is regenerated under an ImageNet class label "
-             "(by name or index).", kind="class")
+    note(wf, "## Class-guided local editing\nThe painted area is regenerated under a class label (by name or "
+             "index; for the released ImageNet models e.g. 'tiger'). The example turns the painted green diamond "
+             "into a triangle; 'guidance' 2 (classifier-free) makes the class count more.", kind="class")
 
     def cond(wf, m):
-        return wf.node("ImageBARTClassCondition", (360, 560), model=(m, 0), class_name="tiger")
+        return wf.node("ImageBARTClassCondition", (360, 560), model=(m, 0), class_name="triangle")
 
-    _, _, r = _edit(wf, "class", "example_masked.png", cond=cond, seed=5)
+    _, _, r = _edit(wf, "class", "example_masked.png", cond=cond, seed=5, guidance=GUIDANCE)
     wf.node("SaveImage", (1040, 20), images=(r, 1), filename_prefix="imagebart/class_edit")
     return wf
 
 
 def text_edit(defs):
     wf = Workflow("text_guided_local_edit", defs)
-    note(wf, "## Text-guided local editing\nThe painted area is regenerated following a prompt. (No text-"
-             "conditional ImageBART weights were ever published; this needs a model you trained.)", kind="text")
+    note(wf, "## Text-guided local editing\nThe painted area is regenerated following a prompt that describes the "
+             "whole picture as it should become: here the green diamond left of the blue square becomes a red "
+             "circle. (No text-conditional ImageBART weights were ever published beyond this demo; larger ones need "
+             "a model you trained.)", kind="text")
 
     def cond(wf, m):
-        return wf.node("ImageBARTTextCondition", (360, 560), model=(m, 0), prompt="a bright red sun in a blue sky")
+        return wf.node("ImageBARTTextCondition", (360, 560), model=(m, 0),
+                       prompt="a red circle left of a blue square")
 
-    _, _, r = _edit(wf, "text", "example_masked.png", cond=cond, seed=9)
+    _, _, r = _edit(wf, "text", "example_masked.png", cond=cond, seed=9, guidance=GUIDANCE)
     wf.node("SaveImage", (1040, 20), images=(r, 1), filename_prefix="imagebart/text_edit")
     return wf
 
@@ -201,17 +217,18 @@ def variations(defs):
 
 def wide_panorama(defs):
     wf = Workflow("wide_panorama_prompt_blend", defs)
-    note(wf, "## Wide panorama with a prompt blend\nSample at 3x the model's trained width (192 px for the 64 px "
+    note(wf, "## Wide panorama with a prompt blend\nSample at 3x the model's trained width (96 px for the 32 px "
              "demo model; 768 for a 256 px model): every code is drawn looking at a trained-size window around it "
              "(sliding windows, moved by 'window_stride' codes, 0 = automatic). Condition Blend mixes two prompts "
              "from left to right: the first rules the left edge, the second the right edge.", kind="text")
     m = wf.node("ImageBARTLoader", (20, 20), model_name=MODELS["text"])
     left = wf.node("ImageBARTTextCondition", (20, 300), title="Prompt on the left", model=(m, 0),
-                   prompt="a snowy mountain range under a clear morning sky")
+                   prompt="a red circle")
     right = wf.node("ImageBARTTextCondition", (20, 560), title="Prompt on the right", model=(m, 0),
-                    prompt="a calm blue sea with a sandy beach at sunset")
+                    prompt="a blue square")
     blend = wf.node("ImageBARTConditionBlend", (360, 420), condition_1=(left, 0), condition_2=(right, 0))
-    s = wf.node("ImageBARTSample", (700, 20), model=(m, 0), condition=(blend, 0), width=192, height=0, seed=17)
+    s = wf.node("ImageBARTSample", (700, 20), model=(m, 0), condition=(blend, 0), width=96, height=0, seed=17,
+                guidance=GUIDANCE)
     d = wf.node("ImageBARTDecode", (1040, 20), model=(m, 0), codes=(s, 0))
     wf.node("SaveImage", (1380, 20), images=(d, 0), filename_prefix="imagebart/panorama")
     return wf
@@ -219,9 +236,9 @@ def wide_panorama(defs):
 
 def large_inpainting(defs):
     wf = Workflow("large_image_inpainting", defs)
-    note(wf, "## Inpainting an image larger than the model\nThe 192x96 image is encoded at its own size ('keep "
-             "size': each side rounded to a multiple of the VQGAN factor, at least the model's size) instead of "
-             "being shrunk to the model's 64x64. Masked Refine regenerates the painted area (LoadImage alpha; "
+    note(wf, "## Inpainting an image larger than the model\nThe 96x64 image (six shapes pictures) is encoded at "
+             "its own size ('keep size': each side rounded to a multiple of the VQGAN factor, at least the model's "
+             "size) instead of being shrunk to the model's 32x32. Masked Refine regenerates the painted area (LoadImage alpha; "
              "transparent = regenerate) with sliding windows; the decoded result is pasted into the original "
              "with the mask (ImageCompositeMasked), so unmasked pixels stay exactly as loaded.")
     m = wf.node("ImageBARTLoader", (20, 20), model_name=MODELS["uncond"])

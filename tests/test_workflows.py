@@ -1,6 +1,7 @@
 """Every workflow in workflows/ is structurally sound for this pack and ComfyUI's core nodes (no ComfyUI needed)."""
 
 import json
+import logging
 
 import pytest
 from workflow_tools import (
@@ -14,8 +15,8 @@ from workflow_tools import (
     widget_slots,
 )
 
-MODEL_FILES = {"imagebart-random-uncond.safetensors", "imagebart-random-class.safetensors",
-               "imagebart-random-text.safetensors"}
+# the demo models bundled in the pack's models/ folder (registered as a model folder by the root __init__.py)
+MODEL_FILES = {"imagebart-demo-shapes-class.safetensors", "imagebart-demo-shapes-text.safetensors"}
 FILES = {"model_name": MODEL_FILES, "image": {p.name for p in (WORKFLOWS / "inputs").glob("*.png")}}
 PATHS = sorted(WORKFLOWS.glob("*.json"))
 
@@ -48,11 +49,11 @@ def test_widget_layout_only_grows(defs):
 
 def test_large_size_workflows(defs):
     """The panorama samples at 3x the trained width under a two-prompt blend; the large inpainting keeps the
-    192x96 input's size."""
+    96x64 input's size."""
     wf = load_workflow(WORKFLOWS / "wide_panorama_prompt_blend.json")
     api = to_api(wf, defs)
     sample = next(v for v in api.values() if v["class_type"] == "ImageBARTSample")
-    assert sample["inputs"]["width"] == 3 * 64 and sample["inputs"]["height"] == 0
+    assert sample["inputs"]["width"] == 3 * 32 and sample["inputs"]["height"] == 0  # the demo models: 32x32 px
     blend = api[sample["inputs"]["condition"][0]]
     assert blend["class_type"] == "ImageBARTConditionBlend"
     prompts = [api[blend["inputs"][k][0]]["inputs"]["prompt"] for k in ("condition_1", "condition_2")]
@@ -65,7 +66,7 @@ def test_large_size_workflows(defs):
     from PIL import Image
 
     with Image.open(WORKFLOWS / "inputs" / load["inputs"]["image"]) as im:
-        assert im.size[0] > 64 and im.size[1] > 64 and im.mode == "RGBA"  # larger than the model, with a mask
+        assert im.size[0] > 32 and im.size[1] > 32 and im.mode == "RGBA"  # larger than the model, with a mask
     composite = next(v for v in api.values() if v["class_type"] == "ImageCompositeMasked")
     assert composite["inputs"]["destination"][0] == encode["inputs"]["image"][0]
 
@@ -83,6 +84,35 @@ def test_workflow_is_consistent(path, defs):
     api = to_api(wf, defs)
     assert all(v["class_type"] in defs for v in api.values())
     assert json.loads(json.dumps(api)) == api
+
+
+def test_workflows_use_the_bundled_demo_models_with_conditions_they_know(defs, caplog):
+    """Every workflow loads a demo model shipped in models/, and its class names / prompt words are ones that
+    model was trained on (so pressing Queue gives a meaningful result, user-asks: demo by default)."""
+    from imagebart_core.checkpoint import read_config
+    from imagebart_core.conditioning import text_condition
+
+    configs = {}
+    for name in MODEL_FILES:
+        path = ROOT / "models" / name
+        if not path.is_file():
+            pytest.skip(f"bundled demo model {path} is not present")
+        configs[name] = read_config(path)
+    for path in PATHS:
+        api = to_api(load_workflow(path), defs)
+        for node in api.values():
+            inputs = node["inputs"]
+            if node["class_type"] == "ImageBARTClassCondition":
+                cfg = configs[api[inputs["model"][0]]["inputs"]["model_name"]]
+                assert inputs["class_name"] in cfg.conditioning.class_names, path.stem
+            elif node["class_type"] == "ImageBARTTextCondition":
+                cfg = configs[api[inputs["model"][0]]["inputs"]["model_name"]]
+                caplog.clear()
+                with caplog.at_level(logging.WARNING, logger="imagebart_core.conditioning"):
+                    text_condition(cfg.conditioning, [inputs["prompt"]])
+                assert "outside this model's text vocabulary" not in caplog.text, f"{path.stem}: {inputs['prompt']!r}"
+            elif node["class_type"] == "ImageBARTSample" and "condition" in inputs:
+                assert inputs["guidance"] > 1.0, f"{path.stem}: conditioned sampling without guidance"
 
 
 def test_checker_catches_mistakes(defs):

@@ -4,8 +4,9 @@
         python3 -m pytest tests/comfyui_e2e -m "slow or not slow"
 
 Starts ComfyUI headless on the CPU with this pack (through an extra_model_paths.yaml, the ComfyUI tree is
-not modified), writes the random demo models, converts every workflow in workflows/ to the API format,
-runs it over HTTP and checks the images; cancels a running Sample; checks that errors reach the client.
+not modified), converts every workflow in workflows/ to the API format and runs it over HTTP with the demo
+models bundled in the pack's models/ folder (which the pack registers itself), and checks the images; writes
+small random models for the rest: cancels a running Sample; checks that errors reach the client.
 Timings go to ``$IMAGEBART_E2E_REPORT`` (JSON) when set.
 """
 
@@ -33,8 +34,9 @@ PACK_NODES = ["ImageBARTLoader", "ImageBARTEncode", "ImageBARTDecode", "ImageBAR
 EXPECTED_SAVED = {"unconditional_sampling": 4, "step_by_step_chain": 2, "inpainting_free_form": 1,
                   "upper_half_completion": 4, "class_guided_local_edit": 1, "text_guided_local_edit": 1,
                   "variations": 4, "wide_panorama_prompt_blend": 1, "large_image_inpainting": 1}
-# saved image size (width, height); the random demo models are trained at 64x64 px
-EXPECTED_SIZE = {"wide_panorama_prompt_blend": (192, 64), "large_image_inpainting": (192, 96)}
+# saved image size (width, height); the bundled demo models are trained at 32x32 px
+EXPECTED_SIZE = {"wide_panorama_prompt_blend": (96, 32), "large_image_inpainting": (96, 64)}
+BUNDLED = {"imagebart-demo-shapes-class.safetensors", "imagebart-demo-shapes-text.safetensors"}
 REPORT: dict = {}
 
 
@@ -42,8 +44,11 @@ REPORT: dict = {}
 def server(tmp_path_factory):
     from imagebart_core.random_model import write_random_model
 
+    missing = [name for name in sorted(BUNDLED) if not (WORKFLOWS.parent / "models" / name).is_file()]
+    if missing:
+        pytest.skip(f"the bundled demo models {missing} are not in models/ (python -m training.demo_recipe)")
     work = tmp_path_factory.mktemp("comfy")
-    models = work / "models"
+    models = work / "models"  # random models for the cancel/error cases; the workflows use the bundled ones
     for kind, name in [("none", "uncond"), ("class", "class"), ("text", "text")]:
         write_random_model(models / f"imagebart-random-{name}.safetensors", kind)
     srv = ComfyServer(COMFY, work, models, python=os.environ.get("IMAGEBART_COMFYUI_PYTHON"))
@@ -76,6 +81,16 @@ def test_pack_imports_cleanly_and_nodes_are_documented(server, defs):
         for section in ("required", "optional"):
             for inp, spec in info["input"].get(section, {}).items():
                 assert spec[1].get("tooltip"), f"{name}.{inp}"
+
+
+def test_bundled_models_are_listed_without_copying(server, defs):
+    """The pack registers its own models/ folder: Load ImageBART offers the demo models next to the ones in
+    the configured model folder, which holds only the random models."""
+    options = defs["ImageBARTLoader"]["input"]["required"]["model_name"][0]
+    if not isinstance(options, list):  # V3 combo: options in the spec's dict
+        options = defs["ImageBARTLoader"]["input"]["required"]["model_name"][1]["options"]
+    assert BUNDLED <= set(options), options
+    assert not any((server.model_dir / name).exists() for name in BUNDLED)
 
 
 def test_stub_definitions_match_comfyui(defs):
@@ -114,12 +129,18 @@ def test_workflow_runs(server, defs, name):
     files = []
     for img in saved:
         pic = Image.open(io.BytesIO(server.view(img)))
-        assert pic.size == EXPECTED_SIZE.get(name, (64, 64))
+        assert pic.size == EXPECTED_SIZE.get(name, (32, 32))
         if name == "large_image_inpainting":
             _check_unmasked_kept(pic)
         files.append(str(Path(server.workdir) / "output" / img.get("subfolder", "") / img["filename"]))
+    preview_files = []  # ComfyUI empties its temp folder on exit: keep a copy of the previews for the report
+    for i, img in enumerate(previews):
+        path = Path(server.workdir) / "previews" / f"{name}_{i:02d}.png"
+        path.parent.mkdir(exist_ok=True)
+        path.write_bytes(server.view(img))
+        preview_files.append(str(path))
     REPORT.setdefault("workflows", {})[name] = {"seconds": round(elapsed, 2), "saved": files,
-                                                "previews": len(previews)}
+                                                "previews": preview_files}
 
 
 def _check_unmasked_kept(pic) -> None:
