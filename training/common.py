@@ -278,6 +278,18 @@ def save_checkpoint(path: str | Path, state: dict[str, Any]) -> Path:
     return path
 
 
+def restore_training_state(ck: dict[str, Any], parts: dict[str, Any], ema, env) -> int:
+    """Load every ``parts[name]`` (model, optimizers, scalers, ...) from ``ck[name]``, the EMA when both
+    have one, and this process's RNG state; returns the step to continue from."""
+    for name, obj in parts.items():
+        obj.load_state_dict(ck[name])
+    if ema is not None and ck.get("ema") is not None:
+        ema.load_state_dict(ck["ema"])
+    states = ck["rng"]
+    set_rng_state(states[env.rank] if len(states) == env.world else states[0])
+    return int(ck["step"])
+
+
 def load_checkpoint(path: str | Path) -> dict[str, Any]:
     """Load a training checkpoint with ``weights_only=True`` (tensors and plain values only; no code runs)."""
     path = Path(path)

@@ -223,14 +223,8 @@ def _train(a, env: common.DistEnv) -> dict:
         if ck.get("global_batch") != gb:
             log.warning("resuming with global batch %d (checkpoint: %s): the data order changes", gb,
                         ck.get("global_batch"))
-        model.load_state_dict(ck["model"])
-        optimizer.load_state_dict(ck["optimizer"])
-        scaler.load_state_dict(ck["scaler"])
-        if ema is not None and ck.get("ema") is not None:
-            ema.load_state_dict(ck["ema"])
-        states = ck["rng"]
-        common.set_rng_state(states[env.rank] if len(states) == env.world else states[0])
-        start = int(ck["step"])
+        start = common.restore_training_state(ck, {"model": model, "optimizer": optimizer, "scaler": scaler},
+                                              ema, env)
         if env.is_main:
             log.info("resuming scale %d from %s at step %d", s, resume_from, start)
     ddp = DDP(model, device_ids=[env.device.index] if env.device.type == "cuda" else None) \

@@ -143,17 +143,9 @@ def _train(a, env, cfg: VQGANConfig, ds: ImageFolder, perceptual) -> dict:
             raise SystemExit(f"{resume_from} is not a VQGAN checkpoint")
         if ck.get("vqgan_config") != json.dumps(cfg.__dict__, default=list):
             raise SystemExit(f"{resume_from} was trained with another VQGAN architecture; use a new --out")
-        model.load_state_dict(ck["model"])
-        disc.load_state_dict(ck["disc"])
-        opt_g.load_state_dict(ck["opt_g"])
-        opt_d.load_state_dict(ck["opt_d"])
-        scaler_g.load_state_dict(ck["scaler_g"])
-        scaler_d.load_state_dict(ck["scaler_d"])
-        if ema is not None and ck.get("ema") is not None:
-            ema.load_state_dict(ck["ema"])
-        states = ck["rng"]
-        common.set_rng_state(states[env.rank] if len(states) == env.world else states[0])
-        start = int(ck["step"])
+        parts = {"model": model, "disc": disc, "opt_g": opt_g, "opt_d": opt_d, "scaler_g": scaler_g,
+                 "scaler_d": scaler_d}
+        start = common.restore_training_state(ck, parts, ema, env)
         if env.is_main:
             log.info("resuming the VQGAN from %s at step %d", resume_from, start)
     dev_ids = [env.device.index] if env.device.type == "cuda" else None
