@@ -232,6 +232,22 @@ def resolve_precision(precision: str, device: torch.device) -> str:
     return precision
 
 
+def accumulation_sync(module, distributed: bool, last_micro_batch: bool):
+    """DDP gradient sync only on the last micro-batch of an accumulated step (a no-op context otherwise)."""
+    if not distributed or last_micro_batch:
+        return contextlib.nullcontext()
+    return module.no_sync()
+
+
+def optimizer_step(scaler, optimizer, parameters, grad_clip: float = 0.0) -> None:
+    """Unscale and clip the gradients (when ``grad_clip`` > 0), step the optimizer, update the scaler."""
+    if grad_clip > 0:
+        scaler.unscale_(optimizer)
+        torch.nn.utils.clip_grad_norm_(parameters, grad_clip)
+    scaler.step(optimizer)
+    scaler.update()
+
+
 def autocast(precision: str, device: torch.device):
     if precision == "fp32":
         return contextlib.nullcontext()

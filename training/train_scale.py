@@ -18,7 +18,6 @@ same command with ``torchrun`` (see docs/training.md).
 from __future__ import annotations
 
 import argparse
-import contextlib
 import logging
 import os
 import time
@@ -259,8 +258,7 @@ def _train(a, env: common.DistEnv) -> dict:
             x1 = codes[torch.tensor(idx)].to(env.device)  # [B, N]
             t = make_targets(diffusion, s, x1, nz)
             cond = conditioner(idx, nz.drop)
-            sync = contextlib.nullcontext() if (not env.distributed or m == a.accumulate - 1) else ddp.no_sync()
-            with sync:
+            with common.accumulation_sync(ddp, env.distributed, m == a.accumulate - 1):
                 with common.autocast(precision, env.device):
                     logits = ddp(t.x_in, t.target, None if cond is None else cond.to(env.device))
                 loss, stats = scale_loss(logits, t, s, a.kl_weight)
@@ -268,11 +266,7 @@ def _train(a, env: common.DistEnv) -> dict:
             stats["loss"] = float(loss.detach())
             for k, v in stats.items():
                 sums[k] = sums.get(k, 0.0) + v / a.accumulate
-        if a.grad_clip > 0:
-            scaler.unscale_(optimizer)
-            torch.nn.utils.clip_grad_norm_(model.parameters(), a.grad_clip)
-        scaler.step(optimizer)
-        scaler.update()
+        common.optimizer_step(scaler, optimizer, model.parameters(), a.grad_clip)
         if ema is not None:
             ema.update(model)
         items_since += gb

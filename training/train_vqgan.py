@@ -15,7 +15,6 @@ when ``--ema-decay`` > 0), ``checkpoints/last.pt`` (exact resume), ``log.csv``, 
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import logging
 import os
@@ -185,16 +184,14 @@ def _train(a, env, cfg: VQGANConfig, ds: ImageFolder, perceptual) -> dict:
         for m in range(a.accumulate):
             x = next(it).to(env.device)  # [B, 3, S, S] in [-1, 1]
             last = m == a.accumulate - 1
-            sync = contextlib.nullcontext() if (not env.distributed or last) else g_model.no_sync()
-            with sync:
+            with common.accumulation_sync(g_model, env.distributed, last):
                 with common.autocast(precision, env.device):
                     x_rec, q_loss, _ = g_model(x)
                 loss, stats = loss_fn.generator_loss(x, x_rec, q_loss, step, last_layer,
                                                      disc=d_model if gan else None)
                 scaler_g.scale(loss / a.accumulate).backward()
             if gan:
-                dsync = contextlib.nullcontext() if (not env.distributed or last) else d_model.no_sync()
-                with dsync:
+                with common.accumulation_sync(d_model, env.distributed, last):
                     with common.autocast(precision, env.device):
                         d_loss, d_stats = loss_fn.discriminator_loss(x, x_rec, disc=d_model)
                     scaler_d.scale(d_loss / a.accumulate).backward()
@@ -202,14 +199,9 @@ def _train(a, env, cfg: VQGANConfig, ds: ImageFolder, perceptual) -> dict:
             stats["loss"] = float(loss.detach())
             for k, v in stats.items():
                 sums[k] = sums.get(k, 0.0) + v / a.accumulate
-        if a.grad_clip > 0:
-            scaler_g.unscale_(opt_g)
-            torch.nn.utils.clip_grad_norm_(model.parameters(), a.grad_clip)
-        scaler_g.step(opt_g)
-        scaler_g.update()
+        common.optimizer_step(scaler_g, opt_g, model.parameters(), a.grad_clip)
         if gan:
-            scaler_d.step(opt_d)
-            scaler_d.update()
+            common.optimizer_step(scaler_d, opt_d, disc.parameters())
         if ema is not None:
             ema.update(model)
         items_since += gb
