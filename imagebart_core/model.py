@@ -186,6 +186,8 @@ class ImageBART(nn.Module):
         if codes.level != 1:
             raise ValueError(f"decode needs level-1 (clean) codes; these are at level {codes.level}: "
                              "run the remaining reverse steps first")
+        if self.device.type == "cpu" and not self.vqgan.channels_last_decoding:
+            self.vqgan.use_channels_last_decoding()  # faster NHWC convolutions on CPU
         x = self.vqgan.decode_codes(codes.tokens.to(self.device))
         return ((x.float() + 1.0) / 2.0).clamp(0.0, 1.0)
 

@@ -71,20 +71,26 @@ class Attention(nn.Module):
         self.fast = False
         return super()._apply(fn, recurse)
 
-    def fuse_qkv(self) -> None:
-        """Lay q/k/v weights out as column blocks of one [D, 3*H*dh] matrix (the parameters become views).
+    def fuse_qkv(self, column_major: bool = True) -> None:
+        """Lay q/k/v weights out as row blocks of one [3*H*dh, D] matrix (the parameters become views).
 
-        Memory-neutral; values unchanged. ``qkv`` then projects all three with one matrix product.
+        ``column_major`` stores that matrix transposed in memory (strides (1, 3*H*dh)), which streams faster
+        for the one-row products of a batch-1 token step on CPU; row-major is faster for batched steps.
+        Values unchanged; at most one extra matrix is alive while switching. ``qkv`` then projects all three
+        with one matrix product.
         """
         q, k, v = self.to_q.weight, self.to_k.weight, self.to_v.weight
-        if self.fused_ok():
+        if self.fused_ok() and self._qkv_column_major == column_major:
             return
-        inner = q.shape[0]
-        fused = torch.empty(q.shape[1], 3 * inner, dtype=q.dtype, device=q.device)  # [D, 3*inner]
+        inner, dim = q.shape
+        if column_major:
+            fused = torch.empty(dim, 3 * inner, dtype=q.dtype, device=q.device).t()  # [3*inner, D], strides (1, 3*inner)
+        else:
+            fused = torch.empty(3 * inner, dim, dtype=q.dtype, device=q.device)  # [3*inner, D], contiguous
         for i, w in enumerate((q, k, v)):
-            fused[:, i * inner : (i + 1) * inner].copy_(w.detach().t())
-            w.data = fused[:, i * inner : (i + 1) * inner].t()  # [inner, D] view, column-major
-        self._qkv_weight = fused
+            fused[i * inner : (i + 1) * inner].copy_(w.detach())
+            w.data = fused[i * inner : (i + 1) * inner]  # [inner, D] view
+        self._qkv_weight, self._qkv_column_major = fused, column_major
         if self.to_q.bias is not None:
             fused_b = torch.cat([self.to_q.bias.detach(), self.to_k.bias.detach(), self.to_v.bias.detach()])
             for i, lin in enumerate((self.to_q, self.to_k, self.to_v)):
@@ -98,24 +104,23 @@ class Attention(nn.Module):
         fused = getattr(self, "_qkv_weight", None)
         if fused is None:
             return False
-        q, k, v = self.to_q.weight, self.to_k.weight, self.to_v.weight
-        inner, step = q.shape[0], fused.element_size()
-        base = fused.data_ptr()
-        if any(w.dtype != fused.dtype or w.device != fused.device for w in (q, k, v)):
-            return False
-        if (q.data_ptr(), k.data_ptr(), v.data_ptr()) != (base, base + inner * step, base + 2 * inner * step):
-            return False
-        if self.to_q.bias is not None:
-            fb = self._qkv_bias
-            if fb is None or self.to_q.bias.data_ptr() != fb.data_ptr() or self.to_v.bias.data_ptr() != \
-                    fb.data_ptr() + 2 * inner * fb.element_size():
+        inner = self.to_q.weight.shape[0]
+        for i, lin in enumerate((self.to_q, self.to_k, self.to_v)):
+            w, view = lin.weight, fused[i * inner : (i + 1) * inner]
+            if w.dtype != fused.dtype or w.device != fused.device:
                 return False
+            if w.data_ptr() != view.data_ptr() or w.stride() != view.stride() or w.shape != view.shape:
+                return False
+            if lin.bias is not None:
+                fb = self._qkv_bias
+                if fb is None or lin.bias.data_ptr() != fb[i * inner : (i + 1) * inner].data_ptr():
+                    return False
         return True
 
     def qkv(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """x [B, L, D] -> q, k, v [B, H, L, dh] with one fused product (after :meth:`fuse_qkv`)."""
         b, n, _ = x.shape
-        out = F.linear(x, self._qkv_weight.t(), self._qkv_bias)  # [B, L, 3*H*dh]
+        out = F.linear(x, self._qkv_weight, self._qkv_bias)  # [B, L, 3*H*dh]
         out = out.view(b, n, 3, self.heads, self.dim_head).permute(2, 0, 3, 1, 4)  # [3, B, H, L, dh]
         return out[0], out[1], out[2]
 
@@ -310,7 +315,7 @@ class EncoderDecoderScale(nn.Module):
     # -- autoregressive decoding -------------------------------------------------------------------
     def prepare(self, x_in: torch.Tensor, scale: int, cond_tokens=None, n_tokens: int | None = None) -> DecodeState:
         """Run the encoder once and precompute every layer's cross-attention keys/values."""
-        decode_layout(self)
+        decode_layout(self, batch=x_in.shape[0])
         enc = self.encode(x_in, scale, cond_tokens)  # [B, L, D]
         n = n_tokens or x_in.shape[1]
         b = x_in.shape[0]
@@ -402,8 +407,8 @@ class DecoderOnlyScale(nn.Module):
 
     def prepare(self, x_in, scale: int, cond_tokens=None, n_tokens: int | None = None, batch=None) -> DecodeState:
         """Run the prefix once, filling the cache; its last position gives the logits of token 0."""
-        decode_layout(self)
         b = batch if batch is not None else x_in.shape[0]
+        decode_layout(self, batch=b)
         n = n_tokens if n_tokens is not None else x_in.shape[1]
         prefix = self.prefix(self.token_emb, scale, cond_tokens, b)  # [B, P1, D]
         p1 = prefix.shape[1]
@@ -442,24 +447,32 @@ class DecoderOnlyScale(nn.Module):
             h = block.step(h, cache, mask=mask)
 
 
-def _column_major(linear: nn.Linear) -> None:
-    """Store ``linear.weight`` [out, in] transposed in memory (strides (1, out)); values unchanged.
+#: Batch size from which token steps use row-major weights. One-row products (batch 1) stream a column-major
+#: weight faster on CPU; from a few rows on, the row-major kernels win (measured with
+#: ``python -m imagebart_core.bench``: full-size enc-dec step at batch 8, 28.0 ms column-major vs 25.6 ms
+#: row-major; at batch 1, 10.8 ms vs 15.6 ms).
+ROW_MAJOR_MIN_BATCH = 4
 
-    A matrix-vector product ``x @ W.T`` then streams W row by row, which on CPUs reads memory
-    markedly faster for one-token decode steps (measured by ``python -m imagebart_core.bench``).
-    """
+
+def _set_weight_layout(linear: nn.Linear, column_major: bool) -> None:
+    """Store ``linear.weight`` [out, in] transposed in memory (strides (1, out)) or row-major; values unchanged."""
     w = linear.weight
-    if w.dim() == 2 and w.stride() != (1, w.shape[0]):
+    if w.dim() != 2:
+        return
+    if column_major and w.stride() != (1, w.shape[0]):
         w.data = w.detach().t().contiguous().t()
+    elif not column_major and not w.is_contiguous():
+        w.data = w.detach().contiguous()
 
 
-def decode_layout(module: nn.Module) -> None:
-    """Put a scale's weights in the layout fastest for token-by-token decoding (idempotent, cheap when done).
+def decode_layout(module: nn.Module, batch: int = 1) -> None:
+    """Put a scale's weights in the layout fastest for token-by-token decoding of ``batch`` rows.
 
-    q/k/v of every attention become views into one fused [D, 3*H*dh] matrix, every other linear
-    weight is stored column-major. Memory-neutral (one matrix is copied at a time) and exact: the
-    parameter values, names, shapes and state dict do not change, and re-done automatically after
-    ``.to()`` or anything else that replaces the parameters.
+    q/k/v of every attention become views into one fused [3*H*dh, D] matrix (one product per step instead of
+    three). Below :data:`ROW_MAJOR_MIN_BATCH` rows, every weight is stored column-major (faster one-row
+    products on CPU), otherwise row-major. Idempotent and cheap when nothing changes; memory-neutral (one
+    matrix is copied at a time) and exact: the parameter values, names, shapes and state dict do not change,
+    and it is re-done automatically after ``.to()`` or anything else that replaces the parameters.
     """
     if torch.is_grad_enabled() and any(p.requires_grad for p in module.parameters()):
         # training: leave the parameters alone; the step path falls back to separate projections
@@ -467,16 +480,17 @@ def decode_layout(module: nn.Module) -> None:
             if isinstance(m, Attention):
                 m.fast = False
         return
+    column_major = batch < ROW_MAJOR_MIN_BATCH
     qkv = set()
     for m in module.modules():
         if isinstance(m, Attention):
             if m.to_q.weight.device.type != "meta":
-                m.fuse_qkv()
+                m.fuse_qkv(column_major)
                 m.fast = m.fused_ok()
             qkv.update(id(lin) for lin in (m.to_q, m.to_k, m.to_v))
     for m in module.modules():
         if isinstance(m, nn.Linear) and id(m) not in qkv and m.weight.device.type != "meta":
-            _column_major(m)
+            _set_weight_layout(m, column_major)
 
 
 def build_scale(cfg: TransformerConfig, cond: ConditioningConfig, residual_alpha: float = 1.0) -> nn.Module:

@@ -6,6 +6,7 @@ on-disk layout together with tensors recorded from the original CompVis code (se
 
 from __future__ import annotations
 
+import copy
 import json
 from pathlib import Path
 
@@ -112,6 +113,14 @@ def test_vqgan_features_codes_and_decoding_match_original(models, name):
         decoded = model.vqgan.decode_codes(exp["vqgan.decode_tokens"].view(2, 16, 16))
         torch.testing.assert_close(decoded, exp["vqgan.decoded"], rtol=0, atol=1e-4)
         assert torch.equal(model.vqgan.shrunk_to_full(exp["vqgan.decode_tokens"]), exp["vqgan.decode_vq_ids"])
+        # the channels-last (NHWC) decoding that ImageBART.decode uses on CPU agrees with the original too
+        fast = copy.deepcopy(model.vqgan)
+        fast.use_channels_last_decoding()
+        assert fast.decoder.conv_in.weight.is_contiguous(memory_format=torch.channels_last)
+        nhwc = fast.decode_codes(exp["vqgan.decode_tokens"].view(2, 16, 16))
+        assert nhwc.is_contiguous()
+        torch.testing.assert_close(nhwc, exp["vqgan.decoded"], rtol=0, atol=1e-4)
+        assert torch.equal(fast.state_dict()["decoder.conv_in.weight"], model.vqgan.state_dict()["decoder.conv_in.weight"])
     # the public API (0..1 images, deterministic outlier policy): equal wherever the original drew no outlier
     codes = model.encode((image + 1.0) / 2.0)
     keep = ~exp["vqgan.outlier_mask"]
