@@ -8,6 +8,7 @@ import torch
 
 import imagebart_core as ib
 from imagebart_core.demo import BUNDLED_MODELS, CLASS_MODEL, TEXT_MODEL
+from training.demo_recipe import class_detection_rate
 from training.shape_detector import detect_shapes
 from training.shapes import make_sample
 
@@ -30,15 +31,13 @@ def text_model():
 
 
 def test_class_conditional_samples_are_mostly_of_that_class(class_model):
-    names = class_model.config.conditioning.class_names
-    per_class = 6
-    labels = [name for name in names for _ in range(per_class)]
+    """The largest shape the detector finds is the asked class in most samples (chance: 20%)."""
+    rate = class_detection_rate(class_model, per_class=6, guidance=2.0, seed=0)
+    assert rate["overall"] > 0.5, f"only {rate['overall']:.0%} of class-conditional samples show their class: {rate}"
+    # and a sample is one shape, as the data are
     with torch.inference_mode():
-        images = class_model.decode(class_model.sample(len(labels), cond=class_model.class_condition(labels),
-                                                       seed=0, guidance=2.0))
-    hits = [name in [d.kind for d in detect_shapes(img)] for name, img in zip(labels, images)]
-    rate = sum(hits) / len(hits)
-    assert rate >= 0.35, f"only {rate:.0%} of class-conditional samples show their class (chance: 20%)"
+        images = class_model.decode(class_model.sample(10, cond=class_model.class_condition(["circle"] * 10), seed=1))
+    assert sum(len(detect_shapes(img)) == 1 for img in images) >= 8
 
 
 def _single_shape_image(size: int) -> tuple[torch.Tensor, tuple[int, int, int, int]]:

@@ -222,7 +222,26 @@ def evaluate(outputs: dict[str, Path], val_folders: dict[str, Path], image_size:
         sample_s = time.perf_counter() - t0
         results[kind] = {"vqgan_psnr_db": round(psnr, 2), "val_images": len(ds), "K": k, "scales": scales,
                          "sample_4_images_s": round(sample_s, 2), "file_mb": round(path.stat().st_size / 2**20, 2)}
+        if kind == "class":
+            results[kind]["class_samples_detected"] = class_detection_rate(model)
     return results
+
+
+@torch.no_grad()
+def class_detection_rate(model, per_class: int = 10, guidance: float = 2.0, seed: int = 0) -> dict:
+    """Share of class-conditional samples whose largest detected shape is the asked one, per class."""
+    from .shape_detector import detect_shapes
+
+    names = model.config.conditioning.class_names
+    labels = [name for name in names for _ in range(per_class)]
+    images = model.decode(model.sample(len(labels), cond=model.class_condition(labels), seed=seed,
+                                       guidance=guidance))
+    hits = {name: 0 for name in names}
+    for name, image in zip(labels, images):
+        found = detect_shapes(image)  # largest first
+        hits[name] += bool(found) and found[0].kind == name
+    return {"overall": round(sum(hits.values()) / len(labels), 3), "per_class": hits, "samples_per_class": per_class,
+            "guidance": guidance, "seed": seed}
 
 
 def main(argv=None) -> None:
