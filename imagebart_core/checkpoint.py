@@ -15,10 +15,9 @@ from pathlib import Path
 
 import torch
 from safetensors import safe_open
-from safetensors.torch import save_file
 
 from .config import FORMAT_VERSION, ModelConfig
-from .fileio import atomic_path
+from .fileio import save_safetensors
 from .model import ImageBART
 from .vqgan import _check_used as check_used
 
@@ -88,8 +87,7 @@ def save_model(model: ImageBART, path: str | os.PathLike, overwrite: bool = Fals
     }
     if extra_metadata:
         meta.update({str(k): str(v) for k, v in extra_metadata.items()})
-    with atomic_path(p) as tmp:
-        save_file(tensors, tmp, metadata=meta)
+    save_safetensors(tensors, p, meta)  # atomic, and the same bytes for the same model
     return p
 
 

@@ -7,10 +7,11 @@ import struct
 
 import pytest
 import torch
-from safetensors.torch import save_file
+from safetensors import safe_open
+from safetensors.torch import load_file, save_file
 
 import imagebart_core as ib
-from imagebart_core import checkpoint
+from imagebart_core import checkpoint, fileio
 
 
 @pytest.mark.parametrize("conditioning,residual", [("none", True), ("class", False), ("text", False)])
@@ -50,10 +51,10 @@ def test_save_refuses_to_overwrite_and_is_atomic(tmp_path, monkeypatch):
     with pytest.raises(FileExistsError, match="overwrite"):
         ib.save_model(model, path)
 
-    def broken_save(*args, **kwargs):
-        raise OSError("disk full")
+    def broken_write(*args, **kwargs):
+        raise OSError("disk full")  # after the header was written: a half-written temporary file exists
 
-    monkeypatch.setattr(checkpoint, "save_file", broken_save)
+    monkeypatch.setattr(fileio, "_tensor_bytes", broken_write)
     with pytest.raises(OSError, match="disk full"):
         ib.save_model(model, path, overwrite=True)
     assert path.read_bytes() == before  # the old file is intact
@@ -129,3 +130,35 @@ def test_transformers_can_be_stored_in_half_precision(tmp_path):
     assert torch.equal(loaded.vqgan.quantize.embedding.weight, model.vqgan.quantize.embedding.weight)
     w = model.scales[0].to_logits.weight
     assert torch.equal(loaded.scales[0].to_logits.weight, w.half().float())
+
+
+def test_safetensors_writer_is_reproducible_and_readable(tmp_path):
+    """Same tensors and metadata -> the same bytes, whatever the dict order; safetensors reads it back."""
+    g = torch.Generator().manual_seed(0)
+    tensors = {
+        "b.weight": torch.randn(3, 5, generator=g), "a.half": torch.randn(7, generator=g).half(),
+        "c.bf16": torch.randn(2, 3, generator=g).bfloat16(), "d.ids": torch.arange(5, dtype=torch.int16),
+        "e.mask": torch.tensor([True, False, True]), "f.empty": torch.zeros(0, 4), "g.t": torch.randn(4, 6).t(),
+    }
+    meta = {"format": "x", "config": '{"a": 1}', "zz": "last"}
+    first = fileio.save_safetensors(tensors, tmp_path / "one.safetensors", meta)
+    reordered = dict(reversed(list(tensors.items())))
+    second = fileio.save_safetensors(reordered, tmp_path / "two.safetensors", dict(reversed(list(meta.items()))))
+    assert first.read_bytes() == second.read_bytes()
+    assert int.from_bytes(first.read_bytes()[:8], "little") % 8 == 0
+    loaded = load_file(str(first))
+    assert loaded.keys() == tensors.keys()
+    for k, v in tensors.items():
+        assert loaded[k].dtype == v.dtype and torch.equal(loaded[k], v), k
+    with safe_open(str(first), "pt") as f:
+        assert f.metadata() == meta
+    with pytest.raises(ValueError, match="complex"):
+        fileio.save_safetensors({"z": torch.zeros(2, dtype=torch.complex64)}, tmp_path / "bad.safetensors")
+    assert not (tmp_path / "bad.safetensors").exists()
+
+
+def test_saving_a_model_twice_gives_the_same_bytes(tmp_path):
+    model = ib.build_model(ib.tiny_config(conditioning="text"), seed=0)
+    a = ib.save_model(model, tmp_path / "a.safetensors", transformer_dtype=torch.float16)
+    b = ib.save_model(ib.load_model(a), tmp_path / "b.safetensors", transformer_dtype=torch.float16)
+    assert a.read_bytes() == b.read_bytes()

@@ -18,10 +18,9 @@ from pathlib import Path
 import numpy as np
 import torch
 from safetensors import safe_open
-from safetensors.torch import save_file
 
 from imagebart_core.config import ModelConfig, VQGANConfig, _from_plain
-from imagebart_core.fileio import atomic_path, atomic_write_text
+from imagebart_core.fileio import atomic_path, atomic_write_text, save_safetensors
 from imagebart_core.vqgan import VQGAN, _check_used
 
 VQGAN_FORMAT = "imagebart-vqgan"
@@ -29,10 +28,7 @@ SCALE_FORMAT = "imagebart-scale"
 
 
 def _atomic_safetensors(tensors: dict[str, torch.Tensor], path: Path, meta: dict[str, str]) -> Path:
-    path = Path(path)
-    with atomic_path(path) as tmp:
-        save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, tmp, metadata=meta)
-    return path
+    return save_safetensors({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, path, meta)
 
 
 def _read(path: Path, fmt: str) -> tuple[dict[str, torch.Tensor], dict[str, str]]:

@@ -18,10 +18,9 @@ from pathlib import Path
 
 import torch
 from safetensors import safe_open
-from safetensors.torch import save_file
 
 from imagebart_core.config import ModelConfig
-from imagebart_core.fileio import atomic_path
+from imagebart_core.fileio import save_safetensors
 
 from .data import ImageFolder
 from .files import codebook_hash, load_model_config, load_shrink, load_vqgan
@@ -106,8 +105,7 @@ def save_codes(cs: CodeSet, path: str | Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     dtype = torch.int16 if int(cs.codes.max()) < 32768 else torch.int32
     meta = {"format": CODES_FORMAT, "class_names": json.dumps(cs.class_names), "codebook": cs.codebook}
-    with atomic_path(path) as tmp:
-        save_file({"codes": cs.codes.to(dtype).contiguous(), "labels": cs.labels.contiguous()}, tmp, metadata=meta)
+    save_safetensors({"codes": cs.codes.to(dtype).contiguous(), "labels": cs.labels.contiguous()}, path, meta)
     cap = path.with_suffix(".captions.json")
     cap.write_text(json.dumps(cs.captions), encoding="utf-8")
     return path
