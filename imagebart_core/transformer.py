@@ -85,26 +85,22 @@ class Attention(nn.Module):
         self.fast = False
         return super()._apply(fn, recurse)
 
-    def fuse_qkv(self, column_major: bool = True) -> None:
+    def fuse_qkv(self) -> None:
         """Lay q/k/v weights out as row blocks of one [3*H*dh, D] matrix (the parameters become views).
 
-        ``column_major`` stores that matrix transposed in memory (strides (1, 3*H*dh)), which streams faster
-        for the one-row products of a batch-1 token step on CPU; row-major is faster for batched steps.
-        Values unchanged; at most one extra matrix is alive while switching. ``qkv`` then projects all three
+        The matrix is stored transposed in memory (strides (1, 3*H*dh)), which streams fastest for the few-row
+        products of a token step on CPU. Values unchanged; memory-neutral. ``qkv`` then projects all three
         with one matrix product.
         """
         q, k, v = self.to_q.weight, self.to_k.weight, self.to_v.weight
-        if self.fused_ok() and self._qkv_column_major == column_major:
+        if self.fused_ok():
             return
         inner, dim = q.shape
-        if column_major:
-            fused = torch.empty(dim, 3 * inner, dtype=q.dtype, device=q.device).t()  # [3*inner, D], strides (1, 3*inner)
-        else:
-            fused = torch.empty(3 * inner, dim, dtype=q.dtype, device=q.device)  # [3*inner, D], contiguous
+        fused = torch.empty(dim, 3 * inner, dtype=q.dtype, device=q.device).t()  # [3*inner, D], column-major
         for i, w in enumerate((q, k, v)):
             fused[i * inner : (i + 1) * inner].copy_(w.detach())
             w.data = fused[i * inner : (i + 1) * inner]  # [inner, D] view
-        self._qkv_weight, self._qkv_column_major = fused, column_major
+        self._qkv_weight = fused
         if self.to_q.bias is not None:
             fused_b = torch.cat([self.to_q.bias.detach(), self.to_k.bias.detach(), self.to_v.bias.detach()])
             for i, lin in enumerate((self.to_q, self.to_k, self.to_v)):
@@ -329,7 +325,7 @@ class EncoderDecoderScale(nn.Module):
     # -- autoregressive decoding -------------------------------------------------------------------
     def prepare(self, x_in: torch.Tensor, scale: int, cond_tokens=None, n_tokens: int | None = None) -> DecodeState:
         """Run the encoder once and precompute every layer's cross-attention keys/values."""
-        decode_layout(self, batch=x_in.shape[0])
+        decode_layout(self)
         enc = self.encode(x_in, scale, cond_tokens)  # [B, L, D]
         n = n_tokens or x_in.shape[1]
         b = x_in.shape[0]
@@ -422,7 +418,7 @@ class DecoderOnlyScale(nn.Module):
     def prepare(self, x_in, scale: int, cond_tokens=None, n_tokens: int | None = None, batch=None) -> DecodeState:
         """Run the prefix once, filling the cache; its last position gives the logits of token 0."""
         b = batch if batch is not None else x_in.shape[0]
-        decode_layout(self, batch=b)
+        decode_layout(self)
         n = n_tokens if n_tokens is not None else x_in.shape[1]
         prefix = self.prefix(self.token_emb, scale, cond_tokens, b)  # [B, P1, D]
         p1 = prefix.shape[1]
@@ -461,32 +457,25 @@ class DecoderOnlyScale(nn.Module):
             h = block.step(h, cache, mask=mask)
 
 
-#: Batch size from which token steps use row-major weights. One-row products (batch 1) stream a column-major
-#: weight faster on CPU; from a few rows on, the row-major kernels win (measured with
-#: ``python -m imagebart_core.bench``: full-size enc-dec step at batch 8, 28.0 ms column-major vs 25.6 ms
-#: row-major; at batch 1, 10.8 ms vs 15.6 ms).
-ROW_MAJOR_MIN_BATCH = 4
+def _column_major(linear: nn.Linear) -> None:
+    """Store ``linear.weight`` [out, in] transposed in memory (strides (1, out)); values unchanged.
 
-
-def _set_weight_layout(linear: nn.Linear, column_major: bool) -> None:
-    """Store ``linear.weight`` [out, in] transposed in memory (strides (1, out)) or row-major; values unchanged."""
+    A token step's matrix products ``x @ W.T`` then stream W row by row, which on CPUs reads memory
+    markedly faster for one row and is no slower for a batch of 8 (measured with
+    ``python -m imagebart_core.bench`` and per-step timings in docs/performance.md).
+    """
     w = linear.weight
-    if w.dim() != 2:
-        return
-    if column_major and w.stride() != (1, w.shape[0]):
+    if w.dim() == 2 and w.stride() != (1, w.shape[0]):
         w.data = w.detach().t().contiguous().t()
-    elif not column_major and not w.is_contiguous():
-        w.data = w.detach().contiguous()
 
 
-def decode_layout(module: nn.Module, batch: int = 1) -> None:
-    """Put a scale's weights in the layout fastest for token-by-token decoding of ``batch`` rows.
+def decode_layout(module: nn.Module) -> None:
+    """Put a scale's weights in the layout fastest for token-by-token decoding (idempotent, cheap when done).
 
     q/k/v of every attention become views into one fused [3*H*dh, D] matrix (one product per step instead of
-    three). Below :data:`ROW_MAJOR_MIN_BATCH` rows, every weight is stored column-major (faster one-row
-    products on CPU), otherwise row-major. Idempotent and cheap when nothing changes; memory-neutral (one
-    matrix is copied at a time) and exact: the parameter values, names, shapes and state dict do not change,
-    and it is re-done automatically after ``.to()`` or anything else that replaces the parameters.
+    three), stored column-major like every other linear weight. Memory-neutral (one matrix is copied at a
+    time) and exact: the parameter values, names, shapes and state dict do not change, and it is re-done
+    automatically after ``.to()`` or anything else that replaces the parameters.
     """
     if torch.is_grad_enabled() and any(p.requires_grad for p in module.parameters()):
         # training: leave the parameters alone; the step path falls back to separate projections
@@ -494,17 +483,16 @@ def decode_layout(module: nn.Module, batch: int = 1) -> None:
             if isinstance(m, Attention):
                 m.fast = False
         return
-    column_major = batch < ROW_MAJOR_MIN_BATCH
     qkv = set()
     for m in module.modules():
         if isinstance(m, Attention):
             if m.to_q.weight.device.type != "meta":
-                m.fuse_qkv(column_major)
+                m.fuse_qkv()
                 m.fast = m.fused_ok()
             qkv.update(id(lin) for lin in (m.to_q, m.to_k, m.to_v))
     for m in module.modules():
         if isinstance(m, nn.Linear) and id(m) not in qkv and m.weight.device.type != "meta":
-            _set_weight_layout(m, column_major)
+            _column_major(m)
 
 
 def build_scale(cfg: TransformerConfig, cond: ConditioningConfig, residual_alpha: float = 1.0) -> nn.Module:
