@@ -15,7 +15,7 @@ import torch
 import imagebart_core as ib
 from imagebart_core import rng
 from imagebart_core.sampling import Known, PerItemSampler, TokenFilter, run_transition
-from imagebart_core.transformer import Attention, decode_layout, single_query_attention
+from imagebart_core.transformer import Attention, decode_layout
 
 
 @pytest.fixture(autouse=True)
@@ -228,13 +228,3 @@ def test_offload_idle_scales_moves_one_scale_at_a_time():
     model.offload_idle_scales(None)
     model.sample(2, cond, seed=3)
     assert events == [(s, "cpu") for s in (1, 2, 3)] + [(s, "run") for s in (3, 2, 1)]
-
-
-def test_single_query_attention_equals_sdpa():
-    """The token-step attention (one query over cached keys/values, strided cache views included)."""
-    g = torch.Generator().manual_seed(0)
-    q = torch.randn(3, 4, 1, 16, generator=g)
-    cache = torch.randn(2, 3, 4, 40, 16, generator=g)
-    k, v = cache[0, :, :, :29], cache[1, :, :, :29]  # non-contiguous views, as LayerCache.append returns
-    want = torch.nn.functional.scaled_dot_product_attention(q, k, v)
-    torch.testing.assert_close(single_query_attention(q, k, v), want, atol=1e-6, rtol=0)
