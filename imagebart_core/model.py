@@ -99,6 +99,23 @@ class ImageBART(nn.Module):
         self.eval()
         return self
 
+    @property
+    def packed_steps(self) -> bool:
+        """Batched CPU token steps run on oneDNN-packed copies of the running scale's weights (default True).
+
+        Faster from two rows per step (a batch of two, or one item with guidance), at the cost of one scale's
+        decoding weights of extra memory while that scale runs; set False where memory is tight.
+        See :mod:`imagebart_core.packed`.
+        """
+        return all(getattr(net, "pack_steps", True) for net in self.scales)
+
+    @packed_steps.setter
+    def packed_steps(self, enabled: bool) -> None:
+        for net in self.scales:
+            net.pack_steps = bool(enabled)
+            if not enabled:
+                net._packed_ref = None
+
     def offload_idle_scales(self, storage: torch.device | str | None = "cpu",
                             compute: torch.device | str | None = None) -> ImageBART:
         """Keep the scales that are not running on ``storage``; move each to ``compute`` only while it runs.

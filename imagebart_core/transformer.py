@@ -19,12 +19,14 @@ row) and text tokens have their own table ``cond_emb``.
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass, field
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from . import packed as packing
 from .config import DECODER_ONLY, ConditioningConfig, TransformerConfig
 
 SOS_TOKEN = 0
@@ -56,7 +58,7 @@ class Attention(nn.Module):
         """q [B,H,Lq,dh], k/v [B,H,Lk,dh] -> [B, Lq, D]. ``mask`` bool [Lq, Lk], True = attend."""
         out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=causal)  # [B,H,Lq,dh]
         b, h, n, d = out.shape
-        return self.to_out(out.transpose(1, 2).reshape(b, n, h * d))
+        return packing.linear(self.to_out, out.transpose(1, 2).reshape(b, n, h * d))
 
     def forward(self, x: torch.Tensor, context: torch.Tensor | None = None, mask=None, causal=False):
         """Full (non-incremental) attention of x [B, L, D] over itself or ``context``."""
@@ -116,7 +118,7 @@ class Attention(nn.Module):
     def qkv(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """x [B, L, D] -> q, k, v [B, H, L, dh] with one fused product (after :meth:`fuse_qkv`)."""
         b, n, _ = x.shape
-        out = F.linear(x, self._qkv_weight, self._qkv_bias)  # [B, L, 3*H*dh]
+        out = packing.fused_qkv(self, x)  # [B, L, 3*H*dh]
         out = out.view(b, n, 3, self.heads, self.dim_head).permute(2, 0, 3, 1, 4)  # [3, B, H, L, dh]
         return out[0], out[1], out[2]
 
@@ -128,7 +130,7 @@ class FeedForward(nn.Module):
         self.fc2 = nn.Linear(dim * mult, dim)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fc2(F.gelu(self.fc1(x)))
+        return packing.linear(self.fc2, F.gelu(packing.linear(self.fc1, x)))
 
 
 class SelfAttentionBlock(nn.Module):
@@ -186,7 +188,7 @@ class DecoderBlock(nn.Module):
         k, v = cache.append(k, v)
         x = x + self.self_attn.attend(q, k, v, mask=mask)
         h = self.cross_norm(x)
-        q = self.cross_attn.split(self.cross_attn.to_q(h))
+        q = self.cross_attn.split(packing.linear(self.cross_attn.to_q, h))
         x = x + self.cross_attn.attend(q, *cross_kv)
         return x + self.ff(self.ff_norm(x))
 
@@ -224,6 +226,11 @@ class DecodeState:
     x_in: torch.Tensor | None  # [B, N] int64 input level (for the residual term), or None
     cross_kv: list[tuple[torch.Tensor, torch.Tensor]] = field(default_factory=list)
     prefix_logits: torch.Tensor | None = None  # decoder-only: logits for token 0 [B, K]
+    packed: packing.PackedWeights | None = None  # oneDNN copies of the step weights (batched CPU steps)
+
+    def packed_weights(self):
+        """Context for one step: packed weights active when this state has them."""
+        return self.packed if self.packed is not None else contextlib.nullcontext()
 
 
 class _PrefixEmbedding(nn.Module):
@@ -318,7 +325,16 @@ class EncoderDecoderScale(nn.Module):
         caches = [LayerCache.empty(b, self.cfg.heads, n, self.cfg.dim_head, enc) for _ in self.decoder]
         # contiguous [B, H, L, dh]: read at every token step, and a strided layout halves attention speed
         cross = [tuple(t.contiguous() for t in blk.cross_attn.project_kv(enc)) for blk in self.decoder]
-        return DecodeState(caches=caches, x_in=x_in, cross_kv=cross)
+        return DecodeState(caches=caches, x_in=x_in, cross_kv=cross, packed=step_packs(self, b))
+
+    def step_modules(self) -> list[nn.Module]:
+        """The matrices a token step multiplies by (see :mod:`imagebart_core.packed`)."""
+        mods: list[nn.Module] = []
+        for blk in self.decoder:
+            mods += [blk.self_attn, blk.self_attn.to_out, blk.cross_attn.to_q, blk.cross_attn.to_out,
+                     blk.ff.fc1, blk.ff.fc2]
+        return mods + [self.to_logits]
+
 
     def step(self, state: DecodeState, n: int, prev: torch.Tensor | None, scale: int) -> torch.Tensor:
         """Logits [B, K] for token n given the previous token ``prev`` [B] (None at n = 0 = SOS)."""
@@ -326,9 +342,10 @@ class EncoderDecoderScale(nn.Module):
         if prev is None:
             prev = torch.full((b,), SOS_TOKEN, dtype=torch.long, device=self.dec_pos_emb.weight.device)
         h = self.dec_token_emb(prev[:, None]) + self.dec_pos_emb.weight[n]  # [B, 1, D]
-        for block, cache, kv in zip(self.decoder, state.caches, state.cross_kv):
-            h = block.step(h, cache, kv)
-        logits = self.to_logits(self.dec_norm(h))  # [B, 1, K]
+        with state.packed_weights():
+            for block, cache, kv in zip(self.decoder, state.caches, state.cross_kv):
+                h = block.step(h, cache, kv)
+            logits = packing.linear(self.to_logits, self.dec_norm(h))  # [B, 1, K]
         if self.cfg.residual:
             logits = self.residual(logits, state.x_in[:, n : n + 1], scale)
         return logits[:, 0]
@@ -343,8 +360,9 @@ class EncoderDecoderScale(nn.Module):
             return
         h = self.dec_token_emb(inputs) + self.dec_pos_emb.weight[start : start + n]  # [B, L, D]
         mask = chunk_mask(start, n, h.device)
-        for block, cache, kv in zip(self.decoder, state.caches, state.cross_kv):
-            h = block.step(h, cache, kv, mask=mask)
+        with state.packed_weights():
+            for block, cache, kv in zip(self.decoder, state.caches, state.cross_kv):
+                h = block.step(h, cache, kv, mask=mask)
 
     def fresh_state(self, state: DecodeState) -> DecodeState:
         """A new decode state over the same encoder output (empty self-attention caches)."""
@@ -352,7 +370,7 @@ class EncoderDecoderScale(nn.Module):
         n = state.caches[0].k.shape[2]
         like = state.cross_kv[0][0]
         caches = [LayerCache.empty(b, self.cfg.heads, n, self.cfg.dim_head, like) for _ in self.decoder]
-        return DecodeState(caches=caches, x_in=state.x_in, cross_kv=state.cross_kv)
+        return DecodeState(caches=caches, x_in=state.x_in, cross_kv=state.cross_kv, packed=state.packed)
 
 
 def chunk_mask(start: int, length: int, device=None) -> torch.Tensor:
@@ -417,7 +435,14 @@ class DecoderOnlyScale(nn.Module):
         for block, cache in zip(self.blocks, caches):
             h = block.step(h, cache, mask=mask)
         logits = self.head(self.norm(h[:, -1]))  # [B, K]
-        return DecodeState(caches=caches, x_in=None, prefix_logits=logits)
+        return DecodeState(caches=caches, x_in=None, prefix_logits=logits, packed=step_packs(self, b))
+
+    def step_modules(self) -> list[nn.Module]:
+        """The matrices a token step multiplies by (see :mod:`imagebart_core.packed`)."""
+        mods: list[nn.Module] = []
+        for blk in self.blocks:
+            mods += [blk.attn, blk.attn.to_out, blk.ff.fc1, blk.ff.fc2]
+        return mods + [self.head]
 
     def step(self, state: DecodeState, n: int, prev: torch.Tensor | None, scale: int) -> torch.Tensor:
         """Logits [B, K] for token n; ``prev`` [B] is token n-1 (None at n = 0)."""
@@ -425,9 +450,10 @@ class DecoderOnlyScale(nn.Module):
             return state.prefix_logits
         pos = state.caches[0].length
         h = self.token_emb(prev[:, None]) + self.pos_emb[:, pos]  # [B, 1, D]
-        for block, cache in zip(self.blocks, state.caches):
-            h = block.step(h, cache)
-        return self.head(self.norm(h))[:, 0]
+        with state.packed_weights():
+            for block, cache in zip(self.blocks, state.caches):
+                h = block.step(h, cache)
+            return packing.linear(self.head, self.norm(h))[:, 0]
 
     def feed(self, state: DecodeState, inputs: torch.Tensor, scale: int) -> None:
         """Append tokens [B, L] (x_s tokens 0..L-1 after the prefix) to the cache in one causal pass.
@@ -439,8 +465,9 @@ class DecoderOnlyScale(nn.Module):
             return
         h = self.token_emb(inputs) + self.pos_emb[:, start : start + n]  # [B, L, D]
         mask = chunk_mask(start, n, h.device)
-        for block, cache in zip(self.blocks, state.caches):
-            h = block.step(h, cache, mask=mask)
+        with state.packed_weights():
+            for block, cache in zip(self.blocks, state.caches):
+                h = block.step(h, cache, mask=mask)
 
 
 def _column_major(linear: nn.Linear) -> None:
@@ -479,6 +506,13 @@ def decode_layout(module: nn.Module) -> None:
     for m in module.modules():
         if isinstance(m, nn.Linear) and id(m) not in qkv and m.weight.device.type != "meta":
             _column_major(m)
+
+
+def step_packs(net: nn.Module, rows: int) -> packing.PackedWeights | None:
+    """oneDNN-packed copies of ``net``'s step weights when ``rows`` per step make them pay off, else None."""
+    if not getattr(net, "pack_steps", True) or not packing.wanted(rows, net.parameters()):
+        return None
+    return packing.shared(net, net.step_modules())
 
 
 def build_scale(cfg: TransformerConfig, cond: ConditioningConfig, residual_alpha: float = 1.0) -> nn.Module:

@@ -228,3 +228,65 @@ def test_offload_idle_scales_moves_one_scale_at_a_time():
     model.offload_idle_scales(None)
     model.sample(2, cond, seed=3)
     assert events == [(s, "cpu") for s in (1, 2, 3)] + [(s, "run") for s in (3, 2, 1)]
+
+
+def test_batched_steps_use_packed_weights_with_the_same_result(monkeypatch):
+    """From PACKED_MIN_ROWS rows a CPU step runs on oneDNN-packed weights; tokens equal the dense kernels'."""
+    from imagebart_core import packed as packing
+
+    if not torch.backends.mkldnn.is_available():
+        pytest.skip("this torch build has no oneDNN")
+    model = _model("class", True)
+    cond = model.class_condition([0, 1, 2, 3, 0])
+    rows = []
+    call = packing._Packed.__call__
+    monkeypatch.setattr(packing._Packed, "__call__", lambda self, x: rows.append(x.shape[0]) or call(self, x))
+    packed = model.sample(5, cond, seed=3, guidance=2.0)
+    assert rows and min(rows) >= packing.PACKED_MIN_ROWS
+    monkeypatch.setattr(packing, "PACKED_MIN_ROWS", 10**9)  # dense kernels only
+    n_packed_calls = len(rows)
+    dense = model.sample(5, cond, seed=3, guidance=2.0)
+    assert len(rows) == n_packed_calls
+    assert torch.equal(packed.tokens, dense.tokens)
+
+
+def test_packed_weights_are_shared_renewed_after_an_update_and_freed():
+    from imagebart_core import packed as packing
+
+    if not torch.backends.mkldnn.is_available():
+        pytest.skip("this torch build has no oneDNN")
+    model = _model("none", False)
+    net = model.scales[0]
+    x = torch.randint(0, model.config.vocab_size, (packing.PACKED_MIN_ROWS, 16), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        first = net.prepare(x, 1)
+        second = net.prepare(x, 1)
+        assert first.packed is not None and second.packed is first.packed  # one copy per scale
+        net.decoder[0].ff.fc1.weight.mul_(1.5)  # e.g. a training step: the packed copy is stale
+        assert not first.packed.valid()
+        third = net.prepare(x, 1)
+        assert third.packed is not first.packed and third.packed.valid()
+        got = net.step(third, 0, None, 1)
+        want = net(x, torch.zeros_like(x), 1)[:, 0]  # teacher-forced, dense, updated weights
+        torch.testing.assert_close(got, want, atol=1e-5, rtol=0)
+        one_row = net.prepare(x[:1], 1)
+        assert one_row.packed is None  # a single row streams faster without packing
+    del first, second, third
+    assert net._packed_ref() is None  # freed with the last state that used it
+
+
+def test_packed_steps_can_be_turned_off(monkeypatch):
+    from imagebart_core import packed as packing
+
+    model = _model("none", False)
+    built = []
+    build = packing.PackedWeights.build
+    monkeypatch.setattr(packing.PackedWeights, "build", classmethod(lambda cls, mods: built.append(1) or build(mods)))
+    assert model.packed_steps
+    model.packed_steps = False
+    off = model.sample(3, seed=2)
+    assert not built and not model.packed_steps
+    model.packed_steps = True
+    on = model.sample(3, seed=2)
+    assert built or not torch.backends.mkldnn.is_available()
+    assert torch.equal(on.tokens, off.tokens)
