@@ -82,3 +82,18 @@ def test_a_text_condition_changes_the_content_as_asked(text_model):
     red = sum(matches(img, "red", "circle") for img in images[:n])
     blue = sum(matches(img, "blue", "square") for img in images[n:])
     assert red + blue >= n, f"prompts followed in {red}/{n} and {blue}/{n} samples"
+
+
+def test_the_recipe_record_matches_the_recipe_defaults():
+    """models/demo_recipe.json (written by the run that made the bundled files) has the recipe's current settings."""
+    import dataclasses
+    import json
+
+    from training.demo_recipe import DemoSettings
+
+    record = BUNDLED_MODELS / "demo_recipe.json"
+    if not record.is_file():
+        pytest.skip(f"{record} is not present")
+    recorded = json.loads(record.read_text())
+    assert recorded["settings"] == json.loads(json.dumps(dataclasses.asdict(DemoSettings())))
+    assert set(recorded["outputs"].values()) == {CLASS_MODEL, TEXT_MODEL}
