@@ -10,12 +10,16 @@ from __future__ import annotations
 
 import argparse
 import logging
+import sys
 import time
+from pathlib import Path
 
 import torch
 
-from imagebart_core import packed as packing
-from imagebart_core.bench import build
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a checkout without installing
+
+from imagebart_core import packed as packing  # noqa: E402
+from imagebart_core.bench import build  # noqa: E402
 
 log = logging.getLogger("packed_step_ab")
 
