@@ -28,6 +28,7 @@ def atomic_path(path: str | os.PathLike, suffix: str = ".tmp") -> Iterator[str]:
     target.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=suffix, dir=str(target.parent))
     os.close(fd)
+    os.chmod(tmp, 0o644)  # mkstemp makes it private (0600); a model or config file is meant to be shared
     try:
         yield tmp
         with open(tmp, "rb") as fh:

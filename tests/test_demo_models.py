@@ -97,3 +97,13 @@ def test_the_recipe_record_matches_the_recipe_defaults():
     recorded = json.loads(record.read_text())
     assert recorded["settings"] == json.loads(json.dumps(dataclasses.asdict(DemoSettings())))
     assert set(recorded["outputs"].values()) == {CLASS_MODEL, TEXT_MODEL}
+
+
+@pytest.mark.parametrize("name", [CLASS_MODEL, TEXT_MODEL])
+def test_bundled_files_are_what_the_writer_makes_of_their_weights(name, tmp_path):
+    """The recipe's output is reproducible byte for byte: saving the loaded weights again gives the same file."""
+    path = BUNDLED_MODELS / name
+    if not path.is_file():
+        pytest.skip(f"bundled demo model {path} is not present")
+    again = ib.save_model(ib.load_model(path), tmp_path / name, transformer_dtype=torch.float16)
+    assert again.read_bytes() == path.read_bytes()
