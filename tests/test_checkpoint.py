@@ -145,6 +145,7 @@ def test_safetensors_writer_is_reproducible_and_readable(tmp_path):
     reordered = dict(reversed(list(tensors.items())))
     second = fileio.save_safetensors(reordered, tmp_path / "two.safetensors", dict(reversed(list(meta.items()))))
     assert first.read_bytes() == second.read_bytes()
+    assert first.stat().st_mode & 0o777 == 0o644  # readable by others, like any file a user saves
     assert int.from_bytes(first.read_bytes()[:8], "little") % 8 == 0
     loaded = load_file(str(first))
     assert loaded.keys() == tensors.keys()
