@@ -421,8 +421,8 @@ class DecoderOnlyScale(nn.Module):
 
     def prepare(self, x_in, scale: int, cond_tokens=None, n_tokens: int | None = None, batch=None) -> DecodeState:
         """Run the prefix once, filling the cache; its last position gives the logits of token 0."""
-        b = batch if batch is not None else x_in.shape[0]
         decode_layout(self)
+        b = batch if batch is not None else x_in.shape[0]
         n = n_tokens if n_tokens is not None else x_in.shape[1]
         prefix = self.prefix(self.token_emb, scale, cond_tokens, b)  # [B, P1, D]
         p1 = prefix.shape[1]
