@@ -1,14 +1,16 @@
 """oneDNN-packed weights for batched token steps on CPU.
 
 A token step multiplies a few rows (the batch) by every weight matrix of a scale's decoder. For one row the
-default kernels stream the (column-major) weights near the memory bandwidth, but for a batch of 4-32 rows
-they are markedly slower than oneDNN's inner-product kernels on weights converted to oneDNN's own layout
-(full-size ffhq scales, one thread: 0.7-0.8x the step time at batch 2-8, no gain at batch 1; see
-docs/performance.md). Classifier-free guidance doubles the rows, so guided batch-1 sampling packs too. :class:`PackedWeights` holds such copies of the matrices one scale's token steps use; it is made by
-the scale's ``prepare`` when the batch is large enough (CPU, float32, inference) and shared by every decode
-state of that scale, and it is freed with the last of them: the extra memory is one scale's decoding weights,
-while that scale runs (``ImageBART.packed_steps = False`` turns packing off where memory is tight). Results
-agree with the default kernels to float rounding.
+default kernels stream the (column-major) weights near the memory bandwidth, but for two or more rows they are
+markedly slower than oneDNN's inner-product kernels on weights converted to oneDNN's own layout (full-size
+ffhq scales: 0.55-0.6x the step time at batch 2-8 with two threads, no gain at batch 1; see
+docs/performance.md). Classifier-free guidance doubles the rows, so guided batch-1 sampling packs too.
+
+:class:`PackedWeights` holds such copies of the matrices one scale's token steps use; it is made by the
+scale's ``prepare`` when the batch is large enough (CPU, float32, inference) and shared by every decode state
+of that scale, and it is freed with the last of them: the extra memory is one scale's decoding weights, while
+that scale runs (``ImageBART.packed_steps = False`` turns packing off where memory is tight). Results agree
+with the default kernels to float rounding.
 """
 
 from __future__ import annotations
@@ -52,6 +54,11 @@ class _Packed:
         return y.view(*x.shape[:-1], self.out_features)
 
 
+def _params_of(linear: nn.Linear) -> tuple[torch.Tensor, ...]:
+    """The parameters a packed copy of ``linear`` depends on (weight, and bias if any)."""
+    return (linear.weight,) if linear.bias is None else (linear.weight, linear.bias)
+
+
 class PackedWeights:
     """Packed copies of the matrices a scale's token step uses, keyed by the module that owns each one.
 
@@ -68,10 +75,9 @@ class PackedWeights:
         table: dict[int, _Packed] = {}
         for m in modules:
             if isinstance(m, nn.Linear):
-                sources = (m.weight,) if m.bias is None else (m.weight, m.bias)
-                table[id(m)] = _Packed(m.weight, m.bias, sources)
+                table[id(m)] = _Packed(m.weight, m.bias, _params_of(m))
             elif getattr(m, "fast", False):  # an Attention whose q/k/v are views of one fused matrix
-                sources = (m.to_q.weight, m.to_k.weight, m.to_v.weight)
+                sources = _params_of(m.to_q) + _params_of(m.to_k) + _params_of(m.to_v)
                 table[id(m)] = _Packed(m._qkv_weight, m._qkv_bias, sources)
         return cls(table)
 
