@@ -439,6 +439,16 @@ def add_trainer_args(p: argparse.ArgumentParser, *, lr: float, batch: int, steps
     g.add_argument("--threads", type=int, default=None, help="torch CPU threads per process")
 
 
+def start_trainer(parser: argparse.ArgumentParser, argv=None) -> argparse.Namespace:
+    """What every trainer does first: parse and check the shared arguments, set up logging and the thread count."""
+    a = parser.parse_args(argv)
+    check_trainer_args(a)
+    setup_logging()
+    if a.threads:
+        torch.set_num_threads(a.threads)
+    return a
+
+
 def check_trainer_args(a: argparse.Namespace) -> None:
     for name in ("max_steps", "batch_size", "accumulate"):
         if getattr(a, name) < 1:

@@ -145,11 +145,7 @@ def save_png(img: torch.Tensor, path: Path) -> None:
 
 def run(argv=None) -> dict:
     """Train; returns a summary dict (steps, last loss, paths)."""
-    a = build_parser().parse_args(argv)
-    common.check_trainer_args(a)
-    common.setup_logging()
-    if a.threads:
-        torch.set_num_threads(a.threads)
+    a = common.start_trainer(build_parser(), argv)
     env = common.init_distributed(a.device)
     try:
         return _train(a, env)

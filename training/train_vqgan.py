@@ -87,11 +87,7 @@ def vqgan_config_from_args(a) -> VQGANConfig:
 
 
 def run(argv=None) -> dict:
-    a = build_parser().parse_args(argv)
-    common.check_trainer_args(a)
-    common.setup_logging()
-    if a.threads:
-        torch.set_num_threads(a.threads)
+    a = common.start_trainer(build_parser(), argv)
     cfg = vqgan_config_from_args(a)
     perceptual = None
     if not a.no_perceptual and a.perceptual_weight > 0:
