@@ -199,6 +199,7 @@ async function runOne(page, opts, file, index, shots, imagesRoot) {
   const tRun = now();
   const button = page.locator('[data-testid="queue-button"] button').first();
   await button.click();
+  await page.mouse.move(opts.width / 2, opts.height - 40);
   const resp = await promptResp;
   if (!resp) {
     rec.status = "not_queued";
@@ -210,9 +211,11 @@ async function runOne(page, opts, file, index, shots, imagesRoot) {
     rec.queue_response = body;
     if (resp.status() !== 200) {
       rec.status = "rejected";
-      rec.error = body?.error?.message ?? String(body);
       rec.node_errors = Object.fromEntries(Object.entries(body?.node_errors ?? {}).map(([id, e]) =>
         [id, { class_type: e.class_type, errors: e.errors.map((x) => `${x.message}: ${x.details}`) }]));
+      const details = Object.entries(rec.node_errors).map(([id, e]) => `${e.class_type} (node ${id}): `
+        + e.errors.join("; "));
+      rec.error = [body?.error?.message ?? String(body), ...details].join(" | ");
       await sleep(1500);
     } else {
       rec.prompt_id = body.prompt_id;
@@ -259,7 +262,9 @@ async function runOne(page, opts, file, index, shots, imagesRoot) {
   rec.ui_messages.push(...shown.dialogs.map((t) => ({ when: "after run", kind: "dialog", text: t })),
     ...shown.toasts.map((t) => ({ when: "after run", kind: "toast", text: t })));
   let p = path.join(shots, `${tag}_1_after_run.png`);
+  const tShot = now();
   await page.screenshot({ path: p, fullPage: true });
+  rec.screenshot_s = round(now() - tShot);
   rec.screenshots.after_run = p;
   if (shown.dialogs.length || shown.toasts.length) {
     await dismissAll(page);
@@ -267,8 +272,9 @@ async function runOne(page, opts, file, index, shots, imagesRoot) {
     await page.screenshot({ path: p, fullPage: true });
     rec.screenshots.canvas = p;
   }
-  await page.locator("#graph-canvas").click({ position: { x: 5, y: 5 } }).catch(() => {});
-  await page.keyboard.press(".");  // Comfy.Canvas.FitView
+  // "." = Comfy.Canvas.FitView (fits the selection if there is one: deselect first; no text field focused)
+  await page.evaluate(() => { window.app.canvas.deselectAll?.(); document.activeElement?.blur?.(); });
+  await page.keyboard.press(".");
   await sleep(700);
   p = path.join(shots, `${tag}_3_fit_view.png`);
   await page.screenshot({ path: p, fullPage: true });
@@ -293,6 +299,8 @@ async function main() {
     const page = await context.newPage();
     page.on("console", (m) => { if (m.type() === "error") report.console_errors.push(m.text().slice(0, 500)); });
     page.on("pageerror", (e) => report.console_errors.push(`pageerror: ${String(e).slice(0, 500)}`));
+    report.http_errors = [];
+    page.on("response", (r) => { if (r.status() >= 400) report.http_errors.push(`${r.status()} ${r.request().method()} ${r.url()}`); });
     const t0 = now();
     await page.goto(opts.url, { waitUntil: "domcontentloaded", timeout: 120000 });
     await waitForFrontend(page, 120000);
