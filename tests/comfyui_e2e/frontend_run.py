@@ -178,7 +178,9 @@ def main(argv: list[str] | None = None) -> int:
         t0 = time.monotonic()
         server.start()
         report["startup_s"] = round(time.monotonic() - t0, 1)
-        report["input_folder_at_start"] = sorted(p.name for p in (work / "input").iterdir())
+        # files only: ComfyUI itself creates an empty input/3d folder at start
+        report["input_files_at_start"] = sorted(str(p.relative_to(work / "input"))
+                                                for p in (work / "input").rglob("*") if p.is_file())
         log.info("ComfyUI up at %s in %.1f s (pack %s, input folder %s: empty)", server.base, report["startup_s"],
                  pack, work / "input")
         cmd = ["node", str(DRIVER), "--url", server.base, "--out", str(out), "--chromium", chromium,

@@ -58,7 +58,8 @@ def server(tmp_path_factory):
     srv.start()
     REPORT["startup_s"] = round(time.monotonic() - t0, 1)
     # a new user's input folder is empty: nothing is uploaded, the workflows must bring what they load
-    REPORT["input_folder_at_start"] = sorted(p.name for p in (work / "input").iterdir())
+    REPORT["input_files_at_start"] = sorted(str(p.relative_to(work / "input"))
+                                            for p in (work / "input").rglob("*") if p.is_file())
     yield srv
     srv.stop()
     out = os.environ.get("IMAGEBART_E2E_REPORT")

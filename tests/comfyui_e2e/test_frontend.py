@@ -51,7 +51,7 @@ def report(tmp_path_factory):
     rc = main(["--out", str(out)])
     data = json.loads((out / "report.json").read_text(encoding="utf-8"))
     assert rc in (0, 1), f"the harness itself failed (exit {rc}); see {out}"
-    assert data["input_folder_at_start"] == [], "ComfyUI must start with an empty input folder"
+    assert data["input_files_at_start"] == [], "ComfyUI must start with an empty input folder"
     return data
 
 
