@@ -36,8 +36,10 @@ class ComfyError(RuntimeError):
 class ComfyServer:
     """A ComfyUI server subprocess (``main.py --cpu``) with the pack installed, in a scratch directory."""
 
-    def __init__(self, comfy_dir, workdir, model_dir, python: str | None = None, extra_args=()):
+    def __init__(self, comfy_dir, workdir, model_dir, python: str | None = None, extra_args=(),
+                 pack_root: Path | str = PACK_ROOT):
         self.comfy_dir = Path(comfy_dir)
+        self.pack_root = Path(pack_root).resolve()
         self.workdir = Path(workdir)
         self.model_dir = Path(model_dir)
         self.python = python or sys.executable
@@ -55,7 +57,7 @@ class ComfyServer:
             (w / d).mkdir(parents=True, exist_ok=True)
         link = w / "custom_nodes" / "imagebart"
         if not link.exists():
-            link.symlink_to(PACK_ROOT, target_is_directory=True)
+            link.symlink_to(self.pack_root, target_is_directory=True)
         yaml = w / "extra_model_paths.yaml"
         yaml.write_text(f"imagebart_e2e:\n  base_path: {w}\n  custom_nodes: custom_nodes\n"
                         f"  imagebart: {self.model_dir}\n", encoding="utf-8")

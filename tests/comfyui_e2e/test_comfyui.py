@@ -4,9 +4,11 @@
         python3 -m pytest tests/comfyui_e2e -m "slow or not slow"
 
 Starts ComfyUI headless on the CPU with this pack (through an extra_model_paths.yaml, the ComfyUI tree is
-not modified), converts every workflow in workflows/ to the API format and runs it over HTTP with the demo
-models bundled in the pack's models/ folder (which the pack registers itself), and checks the images; writes
-small random models for the rest: cancels a running Sample; checks that errors reach the client.
+not modified) and an EMPTY input folder, as on a new user's first day (no example image is uploaded),
+converts every workflow in workflows/ to the API format and runs it over HTTP with the demo models bundled in
+the pack's models/ folder (which the pack registers itself), and checks the images; writes small random
+models for the rest: cancels a running Sample; checks that errors reach the client.
+The same workflows through the real web frontend (headless Chromium): tests/comfyui_e2e/frontend_run.py.
 Timings go to ``$IMAGEBART_E2E_REPORT`` (JSON) when set.
 """
 
@@ -55,8 +57,9 @@ def server(tmp_path_factory):
     t0 = time.monotonic()
     srv.start()
     REPORT["startup_s"] = round(time.monotonic() - t0, 1)
-    for png in (WORKFLOWS / "inputs").glob("*.png"):
-        srv.upload_image(png)
+    # a new user's input folder is empty: nothing is uploaded, the workflows must bring what they load
+    REPORT["input_files_at_start"] = sorted(str(p.relative_to(work / "input"))
+                                            for p in (work / "input").rglob("*") if p.is_file())
     yield srv
     srv.stop()
     out = os.environ.get("IMAGEBART_E2E_REPORT")
