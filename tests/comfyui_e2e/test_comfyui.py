@@ -55,8 +55,9 @@ def server(tmp_path_factory):
     t0 = time.monotonic()
     srv.start()
     REPORT["startup_s"] = round(time.monotonic() - t0, 1)
-    for png in (WORKFLOWS / "inputs").glob("*.png"):
-        srv.upload_image(png)
+    # nothing is uploaded: the pack copies its example images into the (empty) input folder when it loads
+    provided = sorted(p.name for p in (work / "input").glob("*.png"))
+    assert provided == sorted(p.name for p in (WORKFLOWS / "inputs").glob("imagebart_*.png")), provided
     yield srv
     srv.stop()
     out = os.environ.get("IMAGEBART_E2E_REPORT")
@@ -148,7 +149,7 @@ def _check_unmasked_kept(pic) -> None:
     import numpy as np
     from PIL import Image
 
-    src = np.asarray(Image.open(WORKFLOWS / "inputs" / "example_wide_masked.png").convert("RGBA"))
+    src = np.asarray(Image.open(WORKFLOWS / "inputs" / "imagebart_example_wide_masked.png").convert("RGBA"))
     out = np.asarray(pic.convert("RGB")).astype(int)
     opaque = src[..., 3] == 255  # mask 0: keep
     diff = np.abs(out - src[..., :3].astype(int)).max(-1)
