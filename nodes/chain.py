@@ -175,7 +175,8 @@ class ImageBARTReverseStep(io.ComfyNode):
             outputs=[
                 CodesSocket.Output(display_name="codes", tooltip="Codes at level t - steps."),
                 io.Image.Output(display_name="preview", tooltip="The new level decoded as if it were clean "
-                                                                "(exact only at level 1)."),
+                                                                "(exact only at level 1), at the codes' size: "
+                                                                "their grid x the VQGAN factor."),
             ],
         )
 

@@ -246,7 +246,9 @@ class ImageBARTEncode(io.ComfyNode):
                                        "nearest multiple of the factor, at least the model's size; larger images "
                                        "are sampled and refined with sliding windows)."),
             ],
-            outputs=[CodesSocket.Output(display_name="codes", tooltip="Level-1 (clean) codes of the images.")],
+            outputs=[CodesSocket.Output(display_name="codes",
+                                        tooltip="Level-1 (clean) codes of the images: a grid of the fitted image's "
+                                                "size / the VQGAN factor (8x8 for the demo models' 32x32 px).")],
         )
 
     @classmethod
@@ -263,7 +265,10 @@ class ImageBARTDecode(io.ComfyNode):
             inputs=[ModelSocket.Input("model", tooltip="The model whose VQGAN made the codes."),
                     CodesSocket.Input("codes", tooltip="Level-1 codes (from Sample, the last Reverse Chain Step, "
                                                        "Masked Refine or Encode).")],
-            outputs=[io.Image.Output(display_name="image", tooltip="Decoded images.")],
+            outputs=[io.Image.Output(display_name="image",
+                                     tooltip="Decoded images, at the codes' size: their grid x the VQGAN factor (the "
+                                             "trained size, e.g. 32x32 px for the demo models, unless the codes come "
+                                             "from a larger sample or a 'keep size' encode).")],
         )
 
     @classmethod
