@@ -33,7 +33,8 @@ from workflow_tools import (  # noqa: E402
 
 CLASS_MODEL = "imagebart-demo-shapes-class.safetensors"
 TEXT_MODEL = "imagebart-demo-shapes-text.safetensors"
-MODELS = {"uncond": CLASS_MODEL, "class": CLASS_MODEL, "text": TEXT_MODEL}
+# "uncond-text": the text model with no condition, for pictures of two shapes (the class model saw only one)
+MODELS = {"uncond": CLASS_MODEL, "class": CLASS_MODEL, "text": TEXT_MODEL, "uncond-text": TEXT_MODEL}
 GUIDANCE = 2.0  # classifier-free guidance of the conditioned workflows: the small demo models follow it better
 CLASS_EDIT_GUIDANCE = 3.0  # the class edit: a triangle in 29 of 30 seeds (1..30; tests/test_workflows.py)
 # example images (workflows/inputs/, copied into ComfyUI's input folder when the pack loads)
@@ -51,6 +52,9 @@ MODEL_NOTE = {
     "class": "**Model:** `{model}`, a small demo model bundled with the pack (its `models/` folder is listed by "
              "Load ImageBART). Trained on coloured shapes at 32x32 px; classes: circle, cross, diamond, square, "
              "triangle.",
+    "uncond-text": "**Model:** `{model}`, a small demo model bundled with the pack (its `models/` folder is listed "
+                   "by Load ImageBART). Trained on pictures of one or two coloured shapes at 32x32 px (with captions, "
+                   "and without, so with no condition connected it samples unconditionally).",
     "text": "**Model:** `{model}`, a small demo model bundled with the pack (its `models/` folder is listed by "
             "Load ImageBART). Trained on coloured shapes at 32x32 px with captions such as \"a red circle above a "
             "blue square\" (colours red, green, blue, yellow, purple, orange; relations above, below, left of, "
@@ -237,15 +241,15 @@ def text_edit(defs):
 
 def variations(defs):
     wf = Workflow("variations", defs)
-    note(wf, "## Variations of an image\nEncode, noise the codes up to level 3 (Noise Codes: higher = more "
-             "change), then run the reverse chain back down. Four variations (batch item i uses seed + i). "
-             + IMAGES_NOTE)
-    m = wf.node("ImageBARTLoader", 0, model_name=MODELS["uncond"])
+    note(wf, "## Variations of an image\nEncode, noise the codes up to level 2 (Noise Codes: higher = more "
+             "change, up to 4 = pure noise), then run the reverse chain back down. Four variations of the green "
+             "diamond left of the blue square (batch item i uses seed + i). " + IMAGES_NOTE, kind="uncond-text")
+    m = wf.node("ImageBARTLoader", 0, model_name=MODELS["uncond-text"])
     img = wf.node("LoadImage", 0, image=EXAMPLE)
     rep = wf.node("RepeatImageBatch", 1, image=(img, 0), amount=4)
     e = wf.node("ImageBARTEncode", 1, model=(m, 0), image=(rep, 0))
-    n = wf.node("ImageBARTNoiseCodes", 2, model=(m, 0), codes=(e, 0), level=3, seed=21)
-    r = wf.node("ImageBARTReverseStep", 3, model=(m, 0), codes=(n, 0), steps=2, seed=21)
+    n = wf.node("ImageBARTNoiseCodes", 2, model=(m, 0), codes=(e, 0), level=2, seed=21)
+    r = wf.node("ImageBARTReverseStep", 3, model=(m, 0), codes=(n, 0), steps=1, seed=21)
     d = wf.node("ImageBARTDecode", 4, model=(m, 0), codes=(r, 0))
     wf.node("SaveImage", 5, images=(d, 0), filename_prefix="imagebart/variations")
     return wf
