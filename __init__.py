@@ -1,7 +1,8 @@
 """ComfyUI entry point of the ImageBART node pack.
 
 Only does ComfyUI-specific work when ComfyUI is present (``folder_paths`` importable): it registers the
-``models/imagebart`` model folder (plus the pack's own ``models/`` folder when it exists) and exposes :func:`comfy_entrypoint`, which imports the nodes lazily.
+``models/imagebart`` model folder (plus the pack's own ``models/`` folder when it exists) and exposes
+:func:`comfy_entrypoint`, which imports the nodes lazily and makes the example images available to Load Image.
 Without ComfyUI it defines nothing and imports nothing heavy, so the library (``imagebart_core``) and the
 training package can be used on their own.
 """
@@ -38,7 +39,11 @@ if folder_paths is not None:
     _register_model_folder()
 
     async def comfy_entrypoint():
-        """ComfyUI V3 entry point: the extension that lists the ImageBART nodes."""
+        """ComfyUI V3 entry point (called once when ComfyUI loads the pack): the extension that lists the
+        ImageBART nodes. It also copies the example workflows' images into ComfyUI's input folder where they
+        are missing (never overwriting a file), so the examples run on the first Queue."""
         from .nodes import ImageBARTExtension
+        from .nodes.example_inputs import provide_to_comfyui
 
+        provide_to_comfyui()
         return ImageBARTExtension()

@@ -39,7 +39,10 @@ __all__ = [
     "class_condition",
     "imagenet_class_names",
     "null_condition",
+    "ignored_words",
+    "prompt_words",
     "text_condition",
+    "text_vocabulary",
 ]
 
 #: Label of an unconditional row.
@@ -134,8 +137,19 @@ class ClassTable:
 
     def _check_index(self, index: int) -> int:
         if not 0 <= index < len(self._names):
-            raise ValueError(f"class index {index} is out of range; valid indices are 0..{len(self._names) - 1}")
+            raise ValueError(f"class index {index} is out of range; valid indices are 0..{len(self._names) - 1}"
+                             f"{self.valid_hint()}")
         return index
+
+    def valid_hint(self, limit: int = 30) -> str:
+        """"; this model's classes: 'circle' (0), ..." for small tables; for the 1000 ImageNet classes, where
+        the names are listed."""
+        if len(self._names) <= limit:
+            return f"; this model's classes: {self._describe(range(len(self._names)))}"
+        if self._names == imagenet_class_names():
+            return ("; this model takes the 1000 ImageNet (ILSVRC-2012) classes, listed in label order in "
+                    "imagebart_core/data/imagenet_classes.json (e.g. 'golden retriever' = 207)")
+        return f"; this model has {len(self._names)} classes, e.g. {self._describe(range(3))}"
 
     def _resolve_name(self, text: str) -> int:
         if not text:
@@ -164,7 +178,8 @@ class ClassTable:
                 if i not in seen:
                     seen.append(i)
         hint = f"; close matches: {self._describe(seen[:5])}" if seen else ""
-        raise ValueError(f"unknown class {text!r}{hint} (give a name or an index 0..{len(self._names) - 1})")
+        raise ValueError(f"unknown class {text!r}{hint} (give a name or an index 0..{len(self._names) - 1})"
+                         f"{self.valid_hint()}")
 
     def _ambiguous(self, text: str, indices: list[int]) -> ValueError:
         more = f" and {len(indices) - 5} more" if len(indices) > 5 else ""
@@ -337,6 +352,45 @@ def remap_text_tokens(tokens: torch.Tensor, known_ids: Sequence[int], prompts: S
         logger.warning("%d prompt token(s) are outside this model's text vocabulary and are ignored (prompts: %s)",
                        int(unknown.sum()), ", ".join(repr(prompts[r]) for r in rows if r < len(prompts)))
     return out
+
+
+def text_vocabulary(cfg: ConditioningConfig) -> list[str] | None:
+    """The words a text model with a compact vocabulary (``text_token_ids``) knows, sorted; ``None`` when the
+    model takes the whole CLIP vocabulary. Start/end-of-text markers are left out."""
+    _require_kind(cfg, "text")
+    if cfg.text_token_ids is None:
+        return None
+    tokenizer = _clip_tokenizer()
+    special = {tokenizer.encoder.get("<start_of_text>"), tokenizer.encoder.get("<end_of_text>")}
+    return sorted(tokenizer.decode([i]).strip() for i in cfg.text_token_ids if i not in special)
+
+
+def prompt_words(cfg: ConditioningConfig, prompt: str) -> tuple[list[str], list[str]]:
+    """(known, ignored): the words (BPE pieces) of ``prompt`` a text model knows and those it never saw, in
+    prompt order, each once. :func:`text_condition` turns ignored ones into padding (no effect). With the whole
+    CLIP vocabulary (no ``text_token_ids``) every word is known."""
+    _require_kind(cfg, "text")
+    if not prompt.strip():
+        return [], []
+    tokenizer = _clip_tokenizer()
+    special = {tokenizer.encoder.get("<start_of_text>"), tokenizer.encoder.get("<end_of_text>")}
+    known_ids = None if cfg.text_token_ids is None else set(cfg.text_token_ids)
+    ids = tokenizer([prompt], context_length=cfg.text_length)[0].tolist()
+    known: list[str] = []
+    ignored: list[str] = []
+    for i in ids:
+        if i == 0 or i in special:
+            continue
+        word = tokenizer.decode([i]).strip()
+        bucket = known if known_ids is None or i in known_ids else ignored
+        if word not in bucket:
+            bucket.append(word)
+    return known, ignored
+
+
+def ignored_words(cfg: ConditioningConfig, prompt: str) -> list[str]:
+    """The words of ``prompt`` the model never saw (see :func:`prompt_words`)."""
+    return prompt_words(cfg, prompt)[1]
 
 
 def text_condition(cfg: ConditioningConfig, prompts: Sequence[str], *, allow_empty: bool = False) -> Condition:

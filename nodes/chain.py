@@ -7,7 +7,7 @@ import torch.nn.functional as F
 from comfy_api.latest import io
 
 from . import comfy_bridge as bridge
-from .codes import decode_any_level, grid_for, image_size_inputs
+from .codes import decode_any_level, grid_for, image_size_inputs, size_warnings
 from .common import (
     CATEGORY,
     CodesSocket,
@@ -22,7 +22,6 @@ from .common import (
     ib,
     image_from_core,
     image_to_core,
-    logger,
     resize_mask,
     sampling_inputs,
     seed_input,
@@ -106,9 +105,6 @@ def masked_refine(handle: ModelHandle, codes: ib.Codes, mask: torch.Tensor, seed
         else:
             raise ValueError(f"batch mismatch: the image has {b} items but the mask has {m.shape[0]}; give one "
                              f"mask for all or one mask per image")
-    if not bool((m >= 0.5).any()):
-        logger.warning("ImageBART Masked Refine: the mask is empty (nothing >= 0.5), so nothing is regenerated. "
-                       "Paint the area to change (white / transparent in the image editor).")
     if condition is not None:
         fit_batches("image", b, "condition", cond_batch(condition))
     if composite and image is None:
@@ -124,14 +120,39 @@ def masked_refine(handle: ModelHandle, codes: ib.Codes, mask: torch.Tensor, seed
     out = model.masked_refine(codes, m, condition, start_level=start, passes=[int(passes)] * n if passes else None,
                               seed=int(seed), temperature=temps, top_k=ks, top_p=ps, guidance=float(guidance),
                               callback=progress, window_stride=stride_arg(window_stride)).cpu()
-    decoded = model.decode(out)  # [B, 3, H, W]
+    decoded = model.decode(out)  # [B, 3, h*f, w*f]: the encoded size
     if composite:
-        original = image_to_core(image).to(decoded.device)
-        fit_batches("image", decoded.shape[0], "original image", original.shape[0])
-        original = F.interpolate(original, size=px, mode="bicubic", antialias=True, align_corners=False).clamp(0, 1)
-        keep = m.to(decoded.device)[:, None]  # [B, 1, H, W], 1 = regenerated
-        decoded = keep * decoded + (1 - keep) * original  # broadcasts a single original over the batch
+        decoded = composite_onto(decoded, image, mask)  # [B, 3, H, W]: the original image's size
     return out, image_from_core(decoded), progress
+
+
+def composite_onto(decoded: torch.Tensor, image: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Paste a refined result into the original image, at the original's size.
+
+    decoded: float [B, 3, h, w] (the encoded size); image: IMAGE [B|1, H, W, C]; mask: MASK [B|1, H', W'] (any
+    size, 1 = regenerated). Returns float [B, 3, H, W]: the decoded pixels stretched to H x W where the mask (at
+    H x W) is 1, the original pixels where it is 0, blended in between."""
+    original = image_to_core(image).to(decoded.device)  # [Bo, 3, H, W]
+    b = fit_batches("image", decoded.shape[0], "original image", original.shape[0])
+    size = tuple(original.shape[-2:])
+    if tuple(decoded.shape[-2:]) != size:
+        decoded = F.interpolate(decoded, size=size, mode="bicubic", align_corners=False).clamp(0, 1)
+    keep = resize_mask(mask, size).to(decoded.device)  # [Bm, H, W], 1 = regenerated
+    keep = keep.expand(b, *size) if keep.shape[0] == 1 else keep
+    return keep[:, None] * decoded + (1 - keep[:, None]) * original  # a single original broadcasts over the batch
+
+
+def mask_warnings(handle: ModelHandle, codes: ib.Codes, mask: torch.Tensor) -> list[str]:
+    """What the UI must say about a mask Masked Refine accepted: nothing to regenerate (for all or some items)."""
+    px = (codes.grid[0] * handle.factor, codes.grid[1] * handle.factor)
+    m = resize_mask(mask, px)  # [Bm, H, W]
+    empty = [i for i in range(m.shape[0]) if not bool((m[i] >= 0.5).any())]
+    if not empty:
+        return []
+    which = "the mask is empty" if len(empty) == m.shape[0] else \
+        f"the mask of item(s) {', '.join(str(i + 1) for i in empty)} is empty"
+    return [f"{which} (no pixel >= 0.5 at the encoded size), so nothing is regenerated there. Paint the area to "
+            "change: white in a mask, or transparent in Load Image's mask editor."]
 
 
 class ImageBARTReverseStep(io.ComfyNode):
@@ -154,7 +175,8 @@ class ImageBARTReverseStep(io.ComfyNode):
             outputs=[
                 CodesSocket.Output(display_name="codes", tooltip="Codes at level t - steps."),
                 io.Image.Output(display_name="preview", tooltip="The new level decoded as if it were clean "
-                                                                "(exact only at level 1)."),
+                                                                "(exact only at level 1), at the codes' size: "
+                                                                "their grid x the VQGAN factor."),
             ],
         )
 
@@ -185,11 +207,14 @@ class ImageBARTSample(io.ComfyNode):
                 window_stride_input(),
             ],
             outputs=[CodesSocket.Output(display_name="codes", tooltip="Level-1 codes; connect to Decode.")],
+            hidden=[io.Hidden.unique_id],
         )
 
     @classmethod
     def execute(cls, model, width, height, batch_size, seed, temperature, top_k, top_p, guidance,
                 temperature_per_scale="", top_k_per_scale="", top_p_per_scale="", condition=None, window_stride=0):
+        grid = grid_for(check_handle(model), width, height)
+        bridge.report_warnings(cls.hidden.unique_id, size_warnings(model, grid, int(batch_size)))
         out, _ = sample(model, width, height, batch_size, seed, temperature, top_k, top_p, guidance,
                         temperature_per_scale, top_k_per_scale, top_p_per_scale, condition,
                         window_stride=window_stride)
@@ -217,23 +242,33 @@ class ImageBARTMaskedRefine(io.ComfyNode):
                                      "passes blend better but take longer. 0 = the model's default."),
                 *sampling_inputs(),
                 io.Boolean.Input("composite", default=False,
-                                 tooltip="Paste the original pixels back outside the mask after decoding (needs "
-                                         "'image'), so unmasked areas keep full detail."),
+                                 tooltip="Paste the result into the original 'image' at its own size: the decoded "
+                                         "area is stretched back to it and the original pixels are kept outside the "
+                                         "mask, so unmasked areas keep full detail (needs 'image')."),
                 cond_input(),
-                io.Image.Input("image", optional=True, tooltip="The original image, for 'composite' (stretched to the "
-                                                               "encoded size, so exact for 'resize' and 'keep size' "
-                                                               "encodes)."),
+                io.Image.Input("image", optional=True, tooltip="The original image, for 'composite': the output image "
+                                                               "has its size (exact placement for 'resize' and "
+                                                               "'keep size' encodes; a cropped encode does not line "
+                                                               "up)."),
                 window_stride_input(),
             ],
             outputs=[
-                CodesSocket.Output(display_name="codes", tooltip="Level-1 codes with the masked area regenerated."),
-                io.Image.Output(display_name="image", tooltip="The decoded result (composited if chosen)."),
+                CodesSocket.Output(display_name="codes", tooltip="Level-1 codes with the masked area regenerated, on "
+                                                                 "the grid of the input codes."),
+                io.Image.Output(display_name="image",
+                                tooltip="The decoded result. With 'composite': at the size of 'image' (the result "
+                                        "stretched back to it, original pixels outside the mask). Without: at the "
+                                        "encoded size (the codes' grid x the VQGAN factor, e.g. 32x32 px for the "
+                                        "demo models)."),
             ],
+            hidden=[io.Hidden.unique_id],
         )
 
     @classmethod
     def execute(cls, model, codes, mask, seed, start_level, passes, temperature, top_k, top_p, guidance,
                 composite, condition=None, image=None, window_stride=0):
+        check_codes(check_handle(model), codes)
+        bridge.report_warnings(cls.hidden.unique_id, mask_warnings(model, codes, mask))
         out, decoded, _ = masked_refine(model, codes, mask, seed, start_level, passes, temperature, top_k, top_p,
                                         guidance, condition, composite, image, window_stride)
         return io.NodeOutput(out, decoded)

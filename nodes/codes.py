@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import importlib
+
 import torch
 import torch.nn.functional as F
 from comfy_api.latest import io
@@ -21,9 +23,14 @@ from .common import (
     seed_input,
 )
 
-SIZE_TIP = ("Image {name} in pixels; 0 = the model's trained size. Larger sizes work too (a multiple of the "
-            "model's VQGAN factor, 16 for the released models): every code is drawn from a trained-size window "
-            "around it (sliding windows), e.g. 3x the trained width for a panorama. Smaller sizes are refused.")
+#: Step of the width/height widgets: a multiple of every VQGAN factor in use (4 for the demo models, 16 for the
+#: released ones), so every click lands on a size the model takes once at or above its trained size.
+SIZE_STEP = 32
+SIZE_TIP = ("Image {name} in pixels; 0 = the model's trained size (32 px for the demo models, 256 for the released "
+            "ones). Larger sizes work too, in steps of 32 px (any multiple of the model's VQGAN factor: 4 for the "
+            "demo models, 16 for the released ones): every code is drawn from a trained-size window around it "
+            "(sliding windows), e.g. 3x the trained width for a panorama. Sizes below the trained size are refused "
+            "with the nearest valid ones; very large sizes get a warning on the node (time grows with the area).")
 WIDTH_TIP = SIZE_TIP.format(name="width")
 HEIGHT_TIP = SIZE_TIP.format(name="height")
 
@@ -31,8 +38,8 @@ HEIGHT_TIP = SIZE_TIP.format(name="height")
 def image_size_inputs() -> list:
     """width, height (0 = the trained size) and batch_size widgets, the same on every node that makes codes."""
     return [
-        io.Int.Input("width", default=0, min=0, max=16384, step=8, tooltip=WIDTH_TIP),
-        io.Int.Input("height", default=0, min=0, max=16384, step=8, tooltip=HEIGHT_TIP),
+        io.Int.Input("width", default=0, min=0, max=16384, step=SIZE_STEP, tooltip=WIDTH_TIP),
+        io.Int.Input("height", default=0, min=0, max=16384, step=SIZE_STEP, tooltip=HEIGHT_TIP),
         io.Int.Input("batch_size", default=1, min=1, max=64, tooltip="Number of images."),
     ]
 KEEP_SIZE = "keep size (round to multiple of factor)"
@@ -139,6 +146,74 @@ def grid_for(handle: ModelHandle, width: int, height: int) -> tuple[int, int]:
     return size["height"] // f, size["width"] // f
 
 
+#: A request whose estimated time is above this many seconds gets a warning on the node.
+SLOW_SECONDS = 120.0
+#: Without an estimate (no ``imagebart_core.budget``): warn from this many times the trained number of codes.
+SLOW_AREA_RATIO = 16
+
+
+def _load_device(handle: ModelHandle):
+    patcher_device = getattr(handle.patcher, "load_device", None)
+    return patcher_device if patcher_device is not None else next(handle.model.parameters()).device
+
+
+def chain_estimate(handle: ModelHandle, grid: tuple[int, int], batch: int):
+    """``imagebart_core.budget.estimate_request`` for the whole chain at this grid and batch (an object with
+    ``seconds`` and ``describe()``), or None where the library has no budget module or the estimate fails."""
+    name = f"{ib.__name__}.budget"
+    try:
+        budget = importlib.import_module(name)
+    except ModuleNotFoundError as exc:
+        if exc.name != name:
+            raise
+        return None
+    try:
+        return budget.estimate_request(handle.model, grid=tuple(grid), batch=int(batch),
+                                       device=_load_device(handle), dtype=handle.dtype)
+    except Exception as exc:  # an estimate must never stop a run
+        logger.warning("ImageBART: no time estimate for grid %s, batch %d: %s", grid, batch, exc)
+        return None
+
+
+def _duration(seconds: float) -> str:
+    if seconds >= 3600:
+        return f"{seconds / 3600:.1f} h"
+    if seconds >= 60:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds:.0f} s"
+
+
+def slow_size_warning(handle: ModelHandle, grid: tuple[int, int], batch: int, estimate=None) -> str | None:
+    """The warning for a request that will take very long, or None.
+
+    With an ``estimate`` (``seconds``, ``describe()``, from :func:`chain_estimate`): when it is above
+    SLOW_SECONDS. Without one: when the grid has SLOW_AREA_RATIO or more times the trained number of codes
+    (time grows about linearly with the number of codes)."""
+    f = handle.factor
+    th, tw = handle.image_size
+    size = f"{grid[1] * f}x{grid[0] * f} px, batch {batch}"
+    if estimate is not None:
+        seconds = float(estimate.seconds)
+        if seconds <= SLOW_SECONDS:
+            return None
+        return (f"{size} will take about {_duration(seconds)} for the whole chain on this device "
+                f"({estimate.describe()}). Cancel and choose a smaller size (trained: {tw}x{th} px) if that is "
+                "not what you want.")
+    trained = handle.model.config.grid
+    ratio = grid[0] * grid[1] / (trained[0] * trained[1])
+    if ratio < SLOW_AREA_RATIO:
+        return None
+    return (f"{size} has {ratio:.0f}x the codes of the trained size {tw}x{th} px: sampling takes about {ratio:.0f}x "
+            "as long as there (plus window switches), which can be very long. Cancel and choose a smaller size if "
+            "that is not what you want.")
+
+
+def size_warnings(handle: ModelHandle, grid: tuple[int, int], batch: int) -> list[str]:
+    """Warnings for the UI about a requested size (see :func:`slow_size_warning`)."""
+    warning = slow_size_warning(handle, grid, batch, chain_estimate(handle, grid, batch))
+    return [warning] if warning else []
+
+
 def random_codes(handle: ModelHandle, width: int, height: int, batch: int, seed: int) -> ib.Codes:
     """Uniform noise codes at the top level T (the start of the chain)."""
     handle = check_handle(handle)
@@ -171,7 +246,9 @@ class ImageBARTEncode(io.ComfyNode):
                                        "nearest multiple of the factor, at least the model's size; larger images "
                                        "are sampled and refined with sliding windows)."),
             ],
-            outputs=[CodesSocket.Output(display_name="codes", tooltip="Level-1 (clean) codes of the images.")],
+            outputs=[CodesSocket.Output(display_name="codes",
+                                        tooltip="Level-1 (clean) codes of the images: a grid of the fitted image's "
+                                                "size / the VQGAN factor (8x8 for the demo models' 32x32 px).")],
         )
 
     @classmethod
@@ -188,7 +265,10 @@ class ImageBARTDecode(io.ComfyNode):
             inputs=[ModelSocket.Input("model", tooltip="The model whose VQGAN made the codes."),
                     CodesSocket.Input("codes", tooltip="Level-1 codes (from Sample, the last Reverse Chain Step, "
                                                        "Masked Refine or Encode).")],
-            outputs=[io.Image.Output(display_name="image", tooltip="Decoded images.")],
+            outputs=[io.Image.Output(display_name="image",
+                                     tooltip="Decoded images, at the codes' size: their grid x the VQGAN factor (the "
+                                             "trained size, e.g. 32x32 px for the demo models, unless the codes come "
+                                             "from a larger sample or a 'keep size' encode).")],
         )
 
     @classmethod
@@ -209,11 +289,14 @@ class ImageBARTRandomCodes(io.ComfyNode):
                 seed_input(),
             ],
             outputs=[CodesSocket.Output(display_name="codes", tooltip="Noise codes at the top level T.")],
+            hidden=[io.Hidden.unique_id],
         )
 
     @classmethod
     def execute(cls, model, width, height, batch_size, seed) -> io.NodeOutput:
-        return io.NodeOutput(random_codes(model, width, height, batch_size, seed))
+        codes = random_codes(model, width, height, batch_size, seed)
+        bridge.report_warnings(cls.hidden.unique_id, size_warnings(model, codes.grid, codes.batch_size))
+        return io.NodeOutput(codes)
 
 
 class ImageBARTNoiseCodes(io.ComfyNode):

@@ -193,3 +193,53 @@ def preview_image(model, tokens: torch.Tensor):
     except Exception as exc:  # a preview must never break sampling
         logger.debug("ImageBART preview failed: %s", exc)
         return None
+
+
+# -- text shown on the node in ComfyUI's UI -------------------------------------------------------------------
+#: Node ids that show a text from this pack (a later run without warnings replaces a stale one).
+_SHOWN: set[str] = set()
+WARNING_MARK = "\u26a0 "
+
+
+def _prompt_server():
+    """ComfyUI's running ``server.PromptServer`` or None (no ComfyUI, or not started)."""
+    try:
+        import server
+    except ImportError:
+        return None
+    return getattr(getattr(server, "PromptServer", None), "instance", None)
+
+
+def show_on_node(node_id, text: str) -> bool:
+    """Show ``text`` on the node in ComfyUI's web UI, under its widgets; True if it was sent.
+
+    Uses ComfyUI's progress-text message (``PromptServer.send_progress_text``: a binary websocket frame,
+    event 3 = node id + UTF-8 text), which the v0.8.0 frontend draws as a read-only text box on that node
+    (the same channel core's Get Image Size uses). It stays there until the node shows another text.
+    Without ComfyUI, without a node id (a call from outside a prompt) or with an empty text nothing is sent.
+    """
+    instance = _prompt_server()
+    if instance is None or node_id is None or not text or not hasattr(instance, "send_progress_text"):
+        return False
+    try:
+        instance.send_progress_text(text, str(node_id), getattr(instance, "client_id", None))
+    except Exception as exc:  # a UI message must never break the run
+        logger.debug("ImageBART: could not show a text on node %s: %s", node_id, exc)
+        return False
+    _SHOWN.add(str(node_id))
+    return True
+
+
+def show_warning(node_id, text: str) -> None:
+    """A warning the user must see: in the log and on the node in the UI (see :func:`show_on_node`)."""
+    logger.warning("ImageBART (node %s): %s", node_id, text)
+    show_on_node(node_id, WARNING_MARK + text)
+
+
+def report_warnings(node_id, warnings: list[str], ok_text: str = "no warnings") -> None:
+    """All warnings of one run of a node, shown together; with none, a warning shown by an earlier run on
+    this node is replaced by ``ok_text`` (the frontend keeps the last text until a new one comes)."""
+    if warnings:
+        show_warning(node_id, "\n".join(warnings))
+    elif node_id is not None and str(node_id) in _SHOWN:
+        show_on_node(node_id, ok_text)

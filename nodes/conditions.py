@@ -7,26 +7,88 @@ import re
 
 from comfy_api.latest import io
 
+from . import comfy_bridge as bridge
 from .common import CATEGORY, CondSocket, ModelHandle, ModelSocket, check_handle, fit_batches, ib
+
+#: The Class Condition node's default: index 0, a class every class-conditional model has.
+DEFAULT_CLASS = "0"
+
+
+def _class_table(handle: ModelHandle):
+    cfg = handle.model.config.conditioning
+    if cfg.kind != "class":
+        what = "unconditional" if cfg.kind == "none" else f"{cfg.kind}-conditional"
+        raise ValueError(f"this model ({handle.name}) is {what}; a class condition does not apply"
+                         + (": use Text Condition" if cfg.kind == "text" else ": leave 'condition' unconnected"))
+    return ib.conditioning.ClassTable(cfg)
 
 
 def class_condition(handle: ModelHandle, class_name: str, batch_size: int = 1) -> ib.Condition:
-    """One class per line (name or index) -> Condition int64 [B, 1]; a single class is repeated to batch_size."""
+    """One class per line (name or index) -> Condition int64 [B, 1]; a single class is repeated to batch_size.
+    Unknown names and indices stop with an error that lists the model's classes (or where to find them)."""
     handle = check_handle(handle)
+    table = _class_table(handle)
     entries = [line.strip() for line in str(class_name).splitlines() if line.strip()]
     if not entries:
-        raise ValueError("no class given: type a class name (e.g. 'tiger') or an index (e.g. 292)")
+        raise ValueError(f"no class given: type a class name (e.g. {table.names[0]!r}) or an index (0.."
+                         f"{len(table) - 1}){table.valid_hint()}")
     values = [int(e) if e.lstrip("-").isdigit() else e for e in entries]
     cond = handle.model.class_condition(values)
     return cond.repeat_to(int(batch_size)) if cond.batch_size() == 1 else cond
 
 
+def class_summary(cond: ib.Condition) -> str:
+    """What a class condition holds, for the node's text in the UI: "class: 'circle' (0)"."""
+    seen = []
+    for label, index in zip(cond.labels, cond.tokens[:, 0].tolist()):
+        if (label, index) not in seen:
+            seen.append((label, index))
+    return "class: " + ", ".join(f"{label!r} ({index})" for label, index in seen)
+
+
+def _vocabulary_hint(cfg) -> str:
+    words = ib.conditioning.text_vocabulary(cfg)
+    if words is None:
+        return ""
+    return f". This model knows only these words: {', '.join(words)}"
+
+
 def text_condition(handle: ModelHandle, prompt: str, batch_size: int = 1) -> ib.Condition:
-    """A prompt -> Condition int64 [B, text_length] (CLIP BPE tokens), repeated to batch_size."""
+    """A prompt -> Condition int64 [B, text_length] (CLIP BPE tokens), repeated to batch_size.
+
+    An empty prompt is the unconditional (null) text for models trained with condition dropout (see
+    :func:`text_warnings` for what the UI shows), and an error for others. A prompt none of whose words the
+    model knows is an error listing the words it knows."""
     handle = check_handle(handle)
+    cfg = handle.model.config.conditioning
+    if cfg.kind != "text":
+        what = "unconditional" if cfg.kind == "none" else f"{cfg.kind}-conditional"
+        raise ValueError(f"this model ({handle.name}) is {what}; a text condition does not apply"
+                         + (": use Class Condition" if cfg.kind == "class" else ": leave 'condition' unconnected"))
+    prompt = str(prompt)
+    if not prompt.strip():
+        if cfg.null_condition:
+            return handle.model.null_condition(int(batch_size))
+        raise ValueError("the prompt is empty: describe what the image (or the masked area) should show"
+                         + _vocabulary_hint(cfg))
+    known, ignored = ib.conditioning.prompt_words(cfg, prompt)
+    if not known:
+        raise ValueError(f"none of the words of the prompt {prompt!r} are in this model's text vocabulary, so it "
+                         f"would have no effect" + _vocabulary_hint(cfg))
+    return handle.model.text_condition([prompt]).repeat_to(int(batch_size))
+
+
+def text_warnings(handle: ModelHandle, prompt: str) -> list[str]:
+    """What the user must see about a prompt that :func:`text_condition` accepted: ignored words (outside the
+    model's vocabulary) or an empty prompt taken as "no text"."""
+    cfg = handle.model.config.conditioning
     if not str(prompt).strip():
-        raise ValueError("the prompt is empty: describe what the image (or the masked area) should show")
-    return handle.model.text_condition([str(prompt)]).repeat_to(int(batch_size))
+        return ["the prompt is empty: sampling without a text (unconditional). Type a prompt to steer the image."]
+    _, ignored = ib.conditioning.prompt_words(cfg, str(prompt))
+    if not ignored:
+        return []
+    return [f"ignored (not in this model's vocabulary): {', '.join(repr(w) for w in ignored)}"
+            + _vocabulary_hint(cfg)]
 
 
 class ImageBARTClassCondition(io.ComfyNode):
@@ -37,18 +99,25 @@ class ImageBARTClassCondition(io.ComfyNode):
             description="A class label for class-conditional models (ImageNet models: the 1000 ILSVRC classes).",
             inputs=[
                 ModelSocket.Input("model", tooltip="A class-conditional ImageBART model."),
-                io.String.Input("class_name", default="tiger", multiline=True,
-                                tooltip="Class name (e.g. 'tiger', 'golden retriever') or index (e.g. 292). One per "
-                                        "line gives one class per batch item."),
+                io.String.Input("class_name", default=DEFAULT_CLASS, multiline=True,
+                                tooltip="Class name or index, as the loaded model knows them: the demo shapes model "
+                                        "takes circle, cross, diamond, square, triangle (0..4); ImageNet models the "
+                                        "1000 ILSVRC names (e.g. 'golden retriever' or 207). The default 0 is the "
+                                        "model's first class. One per line gives one class per batch item; the node "
+                                        "shows the class it used after a run, and an unknown name stops with the "
+                                        "list of valid ones."),
                 io.Int.Input("batch_size", default=1, min=1, max=64,
                              tooltip="Repeat a single class this many times (ignored with one class per line)."),
             ],
             outputs=[CondSocket.Output(display_name="condition", tooltip="Class condition for the chain nodes.")],
+            hidden=[io.Hidden.unique_id],
         )
 
     @classmethod
     def execute(cls, model, class_name, batch_size=1) -> io.NodeOutput:
-        return io.NodeOutput(class_condition(model, class_name, batch_size))
+        cond = class_condition(model, class_name, batch_size)
+        bridge.show_on_node(cls.hidden.unique_id, class_summary(cond))
+        return io.NodeOutput(cond)
 
 
 class ImageBARTTextCondition(io.ComfyNode):
@@ -61,15 +130,21 @@ class ImageBARTTextCondition(io.ComfyNode):
                 ModelSocket.Input("model", tooltip="A text-conditional ImageBART model."),
                 io.String.Input("prompt", default="", multiline=True,
                                 tooltip="What the image should show. Long prompts are cut to the model's text "
-                                        "length."),
+                                        "length. Empty = no text (unconditional sampling, for models trained with "
+                                        "condition dropout, like the demo model). Words the model never saw are "
+                                        "ignored, and the node says which (the demo model knows colours, the five "
+                                        "shapes and above / below / left of / right of)."),
                 io.Int.Input("batch_size", default=1, min=1, max=64, tooltip="Repeat the prompt this many times."),
             ],
             outputs=[CondSocket.Output(display_name="condition", tooltip="Text condition for the chain nodes.")],
+            hidden=[io.Hidden.unique_id],
         )
 
     @classmethod
     def execute(cls, model, prompt, batch_size=1) -> io.NodeOutput:
-        return io.NodeOutput(text_condition(model, prompt, batch_size))
+        cond = text_condition(model, prompt, batch_size)
+        bridge.report_warnings(cls.hidden.unique_id, text_warnings(model, prompt))
+        return io.NodeOutput(cond)
 
 
 def condition_blend(condition_1, condition_2, positions: str = "", condition_3=None) -> ib.ConditionBlend:

@@ -21,12 +21,30 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 
-from workflow_tools import core_definitions, pack_definitions, socket_inputs, widget_slots  # noqa: E402
+from workflow_tools import (  # noqa: E402
+    NODE_WIDTH,
+    TITLE_HEIGHT,
+    body_height,
+    core_definitions,
+    pack_definitions,
+    socket_inputs,
+    widget_slots,
+)
 
 CLASS_MODEL = "imagebart-demo-shapes-class.safetensors"
 TEXT_MODEL = "imagebart-demo-shapes-text.safetensors"
-MODELS = {"uncond": CLASS_MODEL, "class": CLASS_MODEL, "text": TEXT_MODEL}
+# "uncond-text": the text model with no condition, for pictures of two shapes (the class model saw only one)
+MODELS = {"uncond": CLASS_MODEL, "class": CLASS_MODEL, "text": TEXT_MODEL, "uncond-text": TEXT_MODEL}
 GUIDANCE = 2.0  # classifier-free guidance of the conditioned workflows: the small demo models follow it better
+CLASS_EDIT_GUIDANCE = 3.0  # the class edit: a triangle in 29 of 30 seeds (1..30; tests/test_workflows.py)
+# example images (workflows/inputs/, copied into ComfyUI's input folder when the pack loads)
+EXAMPLE = "imagebart_example.png"
+EXAMPLE_MASKED = "imagebart_example_masked.png"
+EXAMPLE_WIDE_MASKED = "imagebart_example_wide_masked.png"
+EXAMPLE_SINGLE_MASKED = "imagebart_example_single_masked.png"
+COLUMN_GAP = 80  # px between columns
+ROW_GAP = 60  # px between a node and the next one's title bar in a column
+NOTE_SIZE = (NODE_WIDTH, 260)
 MODEL_NOTE = {
     "uncond": "**Model:** `{model}`, a small demo model bundled with the pack (its `models/` folder is listed by "
               "Load ImageBART). Trained on coloured shapes at 32x32 px; with no condition connected it samples "
@@ -34,6 +52,9 @@ MODEL_NOTE = {
     "class": "**Model:** `{model}`, a small demo model bundled with the pack (its `models/` folder is listed by "
              "Load ImageBART). Trained on coloured shapes at 32x32 px; classes: circle, cross, diamond, square, "
              "triangle.",
+    "uncond-text": "**Model:** `{model}`, a small demo model bundled with the pack (its `models/` folder is listed "
+                   "by Load ImageBART). Trained on pictures of one or two coloured shapes at 32x32 px (with captions, "
+                   "and without, so with no condition connected it samples unconditionally).",
     "text": "**Model:** `{model}`, a small demo model bundled with the pack (its `models/` folder is listed by "
             "Load ImageBART). Trained on coloured shapes at 32x32 px with captions such as \"a red circle above a "
             "blue square\" (colours red, green, blue, yellow, purple, orange; relations above, below, left of, "
@@ -42,17 +63,31 @@ MODEL_NOTE = {
 
 
 class Workflow:
+    """A UI-format workflow. Nodes are placed in columns (``pos`` = column index): each node is as tall as its
+    widgets plus room for the images it shows after a run (workflow_tools.body_height), and stacked below the
+    previous node of its column, so no preview or thumbnail covers another node. An explicit ``(x, y)``
+    ``pos`` is used as given."""
+
     def __init__(self, name: str, defs: dict):
         self.name, self.defs = name, defs
         self.nodes: list[dict] = []
         self.links: list[list] = []
+        self.column_bottom: dict[int, float] = {}
+
+    def _place(self, pos, height: float) -> list[float]:
+        if not isinstance(pos, int):
+            return list(pos)
+        x = 20 + pos * (NODE_WIDTH + COLUMN_GAP)
+        y = self.column_bottom.get(pos, 20 - ROW_GAP - TITLE_HEIGHT) + ROW_GAP + TITLE_HEIGHT
+        self.column_bottom[pos] = y + height
+        return [x, y]
 
     def node(self, type_: str, pos, title: str | None = None, **kw) -> dict:
         nid = len(self.nodes) + 1
         if type_ == "MarkdownNote":
-            n = {"id": nid, "type": type_, "pos": list(pos), "size": [340, 160], "flags": {}, "order": nid - 1,
-                 "mode": 0, "inputs": [], "outputs": [], "properties": {}, "widgets_values": [kw["text"]],
-                 "color": "#432", "bgcolor": "#653"}
+            n = {"id": nid, "type": type_, "pos": self._place(pos, NOTE_SIZE[1]), "size": list(NOTE_SIZE),
+                 "flags": {}, "order": nid - 1, "mode": 0, "inputs": [], "outputs": [], "properties": {},
+                 "widgets_values": [kw["text"]], "color": "#432", "bgcolor": "#653"}
             self.nodes.append(n)
             return n
         defn = self.defs[type_]
@@ -66,9 +101,11 @@ class Workflow:
         inputs = [{"name": name, "type": kind, "link": None} for name, kind, _ in socket_inputs(defn)]
         outputs = [{"name": oname, "type": otype, "links": [], "slot_index": i}
                    for i, (otype, oname) in enumerate(zip(defn["output"], defn["output_name"]))]
-        n = {"id": nid, "type": type_, "pos": list(pos), "size": [300, 60 + 26 * (len(values) + len(inputs))],
-             "flags": {}, "order": nid - 1, "mode": 0, "inputs": inputs, "outputs": outputs,
-             "properties": {"Node name for S&R": type_}, "widgets_values": values}
+        n = {"id": nid, "type": type_, "pos": None, "size": None, "flags": {}, "order": nid - 1, "mode": 0,
+             "inputs": inputs, "outputs": outputs, "properties": {"Node name for S&R": type_},
+             "widgets_values": values}
+        height = body_height(defn, n)
+        n["pos"], n["size"] = self._place(pos, height), [NODE_WIDTH, height]
         if title:
             n["title"] = title
         self.nodes.append(n)
@@ -95,17 +132,21 @@ class Workflow:
 
 
 def note(wf: Workflow, text: str, kind: str = "uncond") -> None:
-    wf.node("MarkdownNote", (20, -200), text=text + "\n\n" + MODEL_NOTE[kind].format(model=MODELS[kind]))
+    wf.node("MarkdownNote", 0, text=text + "\n\n" + MODEL_NOTE[kind].format(model=MODELS[kind]))
+
+
+IMAGES_NOTE = ("The example image is copied into ComfyUI's input folder when the pack loads (never over a file of "
+               "yours); pick your own in Load Image.")
 
 
 def unconditional(defs):
     wf = Workflow("unconditional_sampling", defs)
     note(wf, "## Unconditional sampling\nThe whole chain in one Sample node: noise -> clean codes -> image. "
              "The bar counts scales x tokens and previews each finished level.")
-    m = wf.node("ImageBARTLoader", (20, 20), model_name=MODELS["uncond"])
-    s = wf.node("ImageBARTSample", (360, 20), model=(m, 0), batch_size=4, seed=42)
-    d = wf.node("ImageBARTDecode", (720, 20), model=(m, 0), codes=(s, 0))
-    wf.node("SaveImage", (1040, 20), images=(d, 0), filename_prefix="imagebart/unconditional")
+    m = wf.node("ImageBARTLoader", 0, model_name=MODELS["uncond"])
+    s = wf.node("ImageBARTSample", 1, model=(m, 0), batch_size=4, seed=42)
+    d = wf.node("ImageBARTDecode", 2, model=(m, 0), codes=(s, 0))
+    wf.node("SaveImage", 3, images=(d, 0), filename_prefix="imagebart/unconditional")
     return wf
 
 
@@ -114,29 +155,27 @@ def step_by_step(defs):
     note(wf, "## Step-by-step chain\nRandom Codes (level 4 = noise), then one Reverse Chain Step per transition "
              "(4 -> 3 -> 2 -> 1). Each step's preview shows its level decoded as if it were clean; only level 1 "
              "is a real image. Use the same seed everywhere to get exactly what Sample gives.")
-    m = wf.node("ImageBARTLoader", (20, 20), model_name=MODELS["uncond"])
-    x = wf.node("ImageBARTRandomCodes", (360, 20), model=(m, 0), batch_size=2, seed=7)
+    m = wf.node("ImageBARTLoader", 0, model_name=MODELS["uncond"])
+    x = wf.node("ImageBARTRandomCodes", 1, model=(m, 0), batch_size=2, seed=7)
     for i in range(3):
-        x = wf.node("ImageBARTReverseStep", (360 + 340 * i, 300), title=f"Reverse step: level {4 - i} -> {3 - i}",
+        x = wf.node("ImageBARTReverseStep", 2 + i, title=f"Reverse step: level {4 - i} -> {3 - i}",
                     model=(m, 0), codes=(x, 0), seed=7)
-        wf.node("PreviewImage", (360 + 340 * i, 700), images=(x, 1))
-    d = wf.node("ImageBARTDecode", (1400, 20), model=(m, 0), codes=(x, 0))
-    wf.node("SaveImage", (1740, 20), images=(d, 0), filename_prefix="imagebart/step_by_step")
+        wf.node("PreviewImage", 2 + i, title=f"Level {3 - i} (decoded as if clean)", images=(x, 1))
+    d = wf.node("ImageBARTDecode", 5, model=(m, 0), codes=(x, 0))
+    wf.node("SaveImage", 6, images=(d, 0), filename_prefix="imagebart/step_by_step")
     return wf
 
 
-def _edit(wf, kind, image_file, mask_from_image=True, cond=None, **refine):
-    m = wf.node("ImageBARTLoader", (20, 20), model_name=MODELS[kind])
-    img = wf.node("LoadImage", (20, 200), image=image_file)
-    e = wf.node("ImageBARTEncode", (360, 20), model=(m, 0), image=(img, 0))
-    links = {"model": (m, 0), "codes": (e, 0), "image": (img, 0)}
-    if mask_from_image:
-        links["mask"] = (img, 1)
+def _edit(wf, kind, image_file, cond=None, **refine):
+    """Load Image (its alpha is the mask) -> Encode -> Masked Refine (composite onto the loaded image)."""
+    m = wf.node("ImageBARTLoader", 0, model_name=MODELS[kind])
+    img = wf.node("LoadImage", 0, image=image_file)
+    e = wf.node("ImageBARTEncode", 1, model=(m, 0), image=(img, 0))
+    links = {"model": (m, 0), "codes": (e, 0), "image": (img, 0), "mask": (img, 1)}
     if cond is not None:
         links["condition"] = (cond(wf, m), 0)
     links.update(refine)
-    r = wf.node("ImageBARTMaskedRefine", (700, 20), composite=True, **links)
-    wf.node("PreviewImage", (360, 420), images=(img, 0))
+    r = wf.node("ImageBARTMaskedRefine", 2, composite=True, **links)
     return m, img, r
 
 
@@ -144,10 +183,11 @@ def inpainting(defs):
     wf = Workflow("inpainting_free_form", defs)
     note(wf, "## Free-form inpainting\nLoad an image and paint the area to regenerate (right-click the Load "
              "Image node -> Open in MaskEditor; transparent = regenerate). The mask can be any size: it is "
-             "stretched to the encoded image. 'composite' pastes the original pixels back outside the mask. "
-             "The example paints over the green diamond; the model redraws something that fits the rest.")
-    _, _, r = _edit(wf, "uncond", "example_masked.png", seed=3)
-    wf.node("SaveImage", (1040, 20), images=(r, 1), filename_prefix="imagebart/inpainting")
+             "stretched to the encoded image. 'composite' pastes the result into the original at its own size, "
+             "keeping the original pixels outside the mask. The example paints over the green diamond; the model "
+             "redraws something that fits the rest. " + IMAGES_NOTE)
+    _, _, r = _edit(wf, "uncond", EXAMPLE_MASKED, seed=3)
+    wf.node("SaveImage", 3, images=(r, 1), filename_prefix="imagebart/inpainting")
     return wf
 
 
@@ -155,31 +195,32 @@ def upper_half(defs):
     wf = Workflow("upper_half_completion", defs)
     note(wf, "## Upper-half completion\nThe upper half of the image is regenerated to fit the lower half, four "
              "times (batch item i uses seed + i). The mask is built with core mask nodes at 32x32 while the image "
-             "is 64x64: Masked Refine stretches it.")
-    m = wf.node("ImageBARTLoader", (20, 20), model_name=MODELS["uncond"])
-    img = wf.node("LoadImage", (20, 200), image="example.png")
-    rep = wf.node("RepeatImageBatch", (360, 200), image=(img, 0), amount=4)
-    e = wf.node("ImageBARTEncode", (700, 20), model=(m, 0), image=(rep, 0))
-    zero = wf.node("SolidMask", (20, 560), value=0.0, width=32, height=32)
-    top = wf.node("SolidMask", (20, 760), value=1.0, width=32, height=16)
-    mask = wf.node("MaskComposite", (360, 600), destination=(zero, 0), source=(top, 0), x=0, y=0, operation="add")
-    r = wf.node("ImageBARTMaskedRefine", (1040, 20), model=(m, 0), codes=(e, 0), mask=(mask, 0), image=(img, 0),
+             "is 64x64: Masked Refine stretches it. " + IMAGES_NOTE)
+    m = wf.node("ImageBARTLoader", 0, model_name=MODELS["uncond"])
+    img = wf.node("LoadImage", 0, image=EXAMPLE)
+    rep = wf.node("RepeatImageBatch", 1, image=(img, 0), amount=4)
+    zero = wf.node("SolidMask", 1, value=0.0, width=32, height=32)
+    top = wf.node("SolidMask", 1, value=1.0, width=32, height=16)
+    e = wf.node("ImageBARTEncode", 2, model=(m, 0), image=(rep, 0))
+    mask = wf.node("MaskComposite", 2, destination=(zero, 0), source=(top, 0), x=0, y=0, operation="add")
+    r = wf.node("ImageBARTMaskedRefine", 3, model=(m, 0), codes=(e, 0), mask=(mask, 0), image=(img, 0),
                 composite=True, seed=11)
-    wf.node("SaveImage", (1380, 20), images=(r, 1), filename_prefix="imagebart/upper_half")
+    wf.node("SaveImage", 4, images=(r, 1), filename_prefix="imagebart/upper_half")
     return wf
 
 
 def class_edit(defs):
     wf = Workflow("class_guided_local_edit", defs)
     note(wf, "## Class-guided local editing\nThe painted area is regenerated under a class label (by name or "
-             "index; for the released ImageNet models e.g. 'tiger'). The example turns the painted green diamond "
-             "into a triangle; 'guidance' 2 (classifier-free) makes the class count more.", kind="class")
+             "index; for the released ImageNet models e.g. 'tiger'). The example paints over the blue diamond of "
+             "a one-shape picture (the demo class model was trained on one shape per image) and redraws it as a "
+             "triangle; 'guidance' 3 (classifier-free) makes the class count more. " + IMAGES_NOTE, kind="class")
 
     def cond(wf, m):
-        return wf.node("ImageBARTClassCondition", (360, 560), model=(m, 0), class_name="triangle")
+        return wf.node("ImageBARTClassCondition", 1, model=(m, 0), class_name="triangle")
 
-    _, _, r = _edit(wf, "class", "example_masked.png", cond=cond, seed=5, guidance=GUIDANCE)
-    wf.node("SaveImage", (1040, 20), images=(r, 1), filename_prefix="imagebart/class_edit")
+    _, _, r = _edit(wf, "class", EXAMPLE_SINGLE_MASKED, cond=cond, seed=1, guidance=CLASS_EDIT_GUIDANCE)
+    wf.node("SaveImage", 3, images=(r, 1), filename_prefix="imagebart/class_edit")
     return wf
 
 
@@ -188,30 +229,29 @@ def text_edit(defs):
     note(wf, "## Text-guided local editing\nThe painted area is regenerated following a prompt that describes the "
              "whole picture as it should become: here the green diamond left of the blue square becomes a red "
              "circle. (No text-conditional ImageBART weights were ever published beyond this demo; larger ones need "
-             "a model you trained.)", kind="text")
+             "a model you trained.) " + IMAGES_NOTE, kind="text")
 
     def cond(wf, m):
-        return wf.node("ImageBARTTextCondition", (360, 560), model=(m, 0),
-                       prompt="a red circle left of a blue square")
+        return wf.node("ImageBARTTextCondition", 1, model=(m, 0), prompt="a red circle left of a blue square")
 
-    _, _, r = _edit(wf, "text", "example_masked.png", cond=cond, seed=9, guidance=GUIDANCE)
-    wf.node("SaveImage", (1040, 20), images=(r, 1), filename_prefix="imagebart/text_edit")
+    _, _, r = _edit(wf, "text", EXAMPLE_MASKED, cond=cond, seed=9, guidance=GUIDANCE)
+    wf.node("SaveImage", 3, images=(r, 1), filename_prefix="imagebart/text_edit")
     return wf
 
 
 def variations(defs):
     wf = Workflow("variations", defs)
-    note(wf, "## Variations of an image\nEncode, noise the codes up to level 3 (Noise Codes: higher = more "
-             "change), then run the reverse chain back down. Four variations (batch item i uses seed + i).")
-    m = wf.node("ImageBARTLoader", (20, 20), model_name=MODELS["uncond"])
-    img = wf.node("LoadImage", (20, 200), image="example.png")
-    rep = wf.node("RepeatImageBatch", (360, 200), image=(img, 0), amount=4)
-    e = wf.node("ImageBARTEncode", (700, 20), model=(m, 0), image=(rep, 0))
-    n = wf.node("ImageBARTNoiseCodes", (1040, 20), model=(m, 0), codes=(e, 0), level=3, seed=21)
-    r = wf.node("ImageBARTReverseStep", (1380, 20), model=(m, 0), codes=(n, 0), steps=2, seed=21)
-    d = wf.node("ImageBARTDecode", (1720, 20), model=(m, 0), codes=(r, 0))
-    wf.node("SaveImage", (2060, 20), images=(d, 0), filename_prefix="imagebart/variations")
-    wf.node("PreviewImage", (360, 420), images=(img, 0))
+    note(wf, "## Variations of an image\nEncode, noise the codes up to level 2 (Noise Codes: higher = more "
+             "change, up to 4 = pure noise), then run the reverse chain back down. Four variations of the green "
+             "diamond left of the blue square (batch item i uses seed + i). " + IMAGES_NOTE, kind="uncond-text")
+    m = wf.node("ImageBARTLoader", 0, model_name=MODELS["uncond-text"])
+    img = wf.node("LoadImage", 0, image=EXAMPLE)
+    rep = wf.node("RepeatImageBatch", 1, image=(img, 0), amount=4)
+    e = wf.node("ImageBARTEncode", 1, model=(m, 0), image=(rep, 0))
+    n = wf.node("ImageBARTNoiseCodes", 2, model=(m, 0), codes=(e, 0), level=2, seed=21)
+    r = wf.node("ImageBARTReverseStep", 3, model=(m, 0), codes=(n, 0), steps=1, seed=21)
+    d = wf.node("ImageBARTDecode", 4, model=(m, 0), codes=(r, 0))
+    wf.node("SaveImage", 5, images=(d, 0), filename_prefix="imagebart/variations")
     return wf
 
 
@@ -221,16 +261,14 @@ def wide_panorama(defs):
              "demo model; 768 for a 256 px model): every code is drawn looking at a trained-size window around it "
              "(sliding windows, moved by 'window_stride' codes, 0 = automatic). Condition Blend mixes two prompts "
              "from left to right: the first rules the left edge, the second the right edge.", kind="text")
-    m = wf.node("ImageBARTLoader", (20, 20), model_name=MODELS["text"])
-    left = wf.node("ImageBARTTextCondition", (20, 300), title="Prompt on the left", model=(m, 0),
-                   prompt="a red circle")
-    right = wf.node("ImageBARTTextCondition", (20, 560), title="Prompt on the right", model=(m, 0),
-                    prompt="a blue square")
-    blend = wf.node("ImageBARTConditionBlend", (360, 420), condition_1=(left, 0), condition_2=(right, 0))
-    s = wf.node("ImageBARTSample", (700, 20), model=(m, 0), condition=(blend, 0), width=96, height=0, seed=17,
+    m = wf.node("ImageBARTLoader", 0, model_name=MODELS["text"])
+    left = wf.node("ImageBARTTextCondition", 1, title="Prompt on the left", model=(m, 0), prompt="a red circle")
+    right = wf.node("ImageBARTTextCondition", 1, title="Prompt on the right", model=(m, 0), prompt="a blue square")
+    blend = wf.node("ImageBARTConditionBlend", 2, condition_1=(left, 0), condition_2=(right, 0))
+    s = wf.node("ImageBARTSample", 3, model=(m, 0), condition=(blend, 0), width=96, height=0, seed=17,
                 guidance=GUIDANCE)
-    d = wf.node("ImageBARTDecode", (1040, 20), model=(m, 0), codes=(s, 0))
-    wf.node("SaveImage", (1380, 20), images=(d, 0), filename_prefix="imagebart/panorama")
+    d = wf.node("ImageBARTDecode", 4, model=(m, 0), codes=(s, 0))
+    wf.node("SaveImage", 5, images=(d, 0), filename_prefix="imagebart/panorama")
     return wf
 
 
@@ -238,17 +276,17 @@ def large_inpainting(defs):
     wf = Workflow("large_image_inpainting", defs)
     note(wf, "## Inpainting an image larger than the model\nThe 96x64 image (six shapes pictures) is encoded at "
              "its own size ('keep size': each side rounded to a multiple of the VQGAN factor, at least the model's "
-             "size) instead of being shrunk to the model's 32x32. Masked Refine regenerates the painted area (LoadImage alpha; "
-             "transparent = regenerate) with sliding windows; the decoded result is pasted into the original "
-             "with the mask (ImageCompositeMasked), so unmasked pixels stay exactly as loaded.")
-    m = wf.node("ImageBARTLoader", (20, 20), model_name=MODELS["uncond"])
-    img = wf.node("LoadImage", (20, 200), image="example_wide_masked.png")
-    e = wf.node("ImageBARTEncode", (360, 20), model=(m, 0), image=(img, 0), fit="keep size (round to multiple of factor)")
-    r = wf.node("ImageBARTMaskedRefine", (700, 20), model=(m, 0), codes=(e, 0), mask=(img, 1), seed=23)
-    d = wf.node("ImageBARTDecode", (1040, 20), model=(m, 0), codes=(r, 0))
-    c = wf.node("ImageCompositeMasked", (1380, 20), destination=(img, 0), source=(d, 0), mask=(img, 1), x=0, y=0)
-    wf.node("SaveImage", (1720, 20), images=(c, 0), filename_prefix="imagebart/large_inpainting")
-    wf.node("PreviewImage", (360, 420), images=(img, 0))
+             "size) instead of being shrunk to the model's 32x32. Masked Refine regenerates the painted area "
+             "(LoadImage alpha; transparent = regenerate) with sliding windows; the decoded result is pasted into "
+             "the original with the mask (ImageCompositeMasked), so unmasked pixels stay exactly as loaded. "
+             + IMAGES_NOTE)
+    m = wf.node("ImageBARTLoader", 0, model_name=MODELS["uncond"])
+    img = wf.node("LoadImage", 0, image=EXAMPLE_WIDE_MASKED)
+    e = wf.node("ImageBARTEncode", 1, model=(m, 0), image=(img, 0), fit="keep size (round to multiple of factor)")
+    r = wf.node("ImageBARTMaskedRefine", 2, model=(m, 0), codes=(e, 0), mask=(img, 1), seed=23)
+    d = wf.node("ImageBARTDecode", 3, model=(m, 0), codes=(r, 0))
+    c = wf.node("ImageCompositeMasked", 4, destination=(img, 0), source=(d, 0), mask=(img, 1), x=0, y=0)
+    wf.node("SaveImage", 5, images=(c, 0), filename_prefix="imagebart/large_inpainting")
     return wf
 
 

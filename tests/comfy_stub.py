@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import importlib
+import struct
 import sys
 import types
 from typing import Any
@@ -157,7 +158,7 @@ def stubbed_comfy_api():
     saved = {k: v for k, v in sys.modules.items() if k == "nodes" or k.startswith("nodes.")}
     for k in saved:
         del sys.modules[k]
-    stubs = {**_build_modules(), "comfy": None, "folder_paths": None}
+    stubs = {**_build_modules(), "comfy": None, "folder_paths": None, "server": None}
     before = {k: sys.modules[k] for k in stubs if k in sys.modules}
     sys.modules.update(stubs)
     try:
@@ -173,6 +174,57 @@ def stubbed_comfy_api():
         for k in [k for k in sys.modules if k == "nodes" or k.startswith("nodes.")]:
             del sys.modules[k]
         sys.modules.update(saved)
+
+
+class FakePromptServer:
+    """Stands in for ComfyUI's ``server.PromptServer.instance``: ``send_progress_text`` builds the same binary
+    websocket frame as ComfyUI v0.8.0 (``struct.pack(">I", len(node_id)) + node_id + text``, event
+    ``BinaryEventTypes.TEXT`` = 3) and ``send_sync`` records what would go over the websocket."""
+
+    TEXT = 3
+
+    def __init__(self):
+        self.client_id = "client-1"  # set by ComfyUI's executor while a prompt runs
+        self.sent: list[tuple[int | str, Any, str | None]] = []
+
+    def send_progress_text(self, text, node_id, sid=None):
+        if isinstance(text, str):
+            text = text.encode("utf-8")
+        node = str(node_id).encode("utf-8")
+        self.send_sync(self.TEXT, struct.pack(">I", len(node)) + node + text, sid)
+
+    def send_sync(self, event, data, sid=None):
+        self.sent.append((event, data, sid))
+
+    def node_texts(self) -> list[tuple[str, str]]:
+        """(node id, text) per text frame, decoded as the v0.8.0 frontend does (``progress_text`` events;
+        the frontend drops frames with an empty text or node id)."""
+        out = []
+        for event, data, _ in self.sent:
+            if event != self.TEXT:
+                continue
+            (n,) = struct.unpack(">I", data[:4])
+            node, text = data[4:4 + n].decode("utf-8"), data[4 + n:].decode("utf-8")
+            if node and text:
+                out.append((node, text))
+        return out
+
+
+@contextlib.contextmanager
+def fake_prompt_server():
+    """A ``server`` module whose ``PromptServer.instance`` is a :class:`FakePromptServer` (yielded)."""
+    instance = FakePromptServer()
+    module = types.ModuleType("server")
+    module.PromptServer = type("PromptServer", (), {"instance": instance})
+    had, before = "server" in sys.modules, sys.modules.get("server")
+    sys.modules["server"] = module
+    try:
+        yield instance
+    finally:
+        if had:
+            sys.modules["server"] = before
+        else:
+            sys.modules.pop("server", None)
 
 
 def load_nodes():

@@ -4,9 +4,14 @@ The pack's ``nodes`` package is imported against a stub ``comfy_api`` (tests/com
 classes' ``execute`` and the plain functions behind them run the real core library on tiny models.
 """
 
+import types
+from pathlib import Path
+
 import pytest
 import torch
-from comfy_stub import load_nodes, node_info, stubbed_comfy_api
+from comfy_stub import fake_prompt_server, load_nodes, node_info, stubbed_comfy_api
+
+ROOT = Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture(scope="module")
@@ -252,8 +257,8 @@ def test_class_condition(pack):
 def test_text_condition(pack):
     c = pack.conditions.ImageBARTTextCondition.execute(pack.text, "a red circle", 1)[0]
     assert c.tokens.shape == (1, 8)
-    with pytest.raises(ValueError, match="prompt is empty"):
-        pack.conditions.text_condition(pack.text, "   ")
+    empty = pack.conditions.text_condition(pack.text, "   ")  # trained with condition dropout: no text
+    assert empty.null.all() and torch.equal(empty.tokens, pack.text.model.null_condition(1).tokens)
     with pytest.raises(ValueError, match="text condition|class condition|takes a"):
         pack.chain.sample(pack.cls, 0, 0, 1, 0, condition=c)
 
@@ -389,3 +394,217 @@ def test_condition_blend_batches_and_errors(pack):
         pack.chain.sample(pack.cls, 0, 0, 1, 0, condition=blend)
     with pytest.raises(ValueError, match="unconditional"):
         pack.chain.sample(pack.uncond, 32, 0, 1, 0, condition=blend)
+
+
+# -- a first day in the UI: defaults, errors that list what is valid, warnings on the node -----------------------
+WARN = "\u26a0 "
+
+
+def on_node(monkeypatch, node_cls, node_id):
+    """Run ``node_cls`` as ComfyUI does for node ``node_id`` (its hidden unique_id)."""
+    monkeypatch.setattr(node_cls, "hidden", types.SimpleNamespace(unique_id=node_id))
+
+
+def default_of(node_cls, name):
+    return node_info(node_cls)["input"]["required"][name][1]["default"]
+
+
+@pytest.fixture(scope="module")
+def demo(pack):
+    """The bundled demo models (models/), loaded through the loader node like a user would."""
+    names = ["imagebart-demo-shapes-class.safetensors", "imagebart-demo-shapes-text.safetensors"]
+    if not all((ROOT / "models" / n).is_file() for n in names):
+        pytest.skip("the bundled demo models are not in models/")
+    pack.bridge.FALLBACK_MODEL_DIRS.append(str(ROOT / "models"))
+    try:
+        yield types.SimpleNamespace(cls=pack.loader.load(names[0]), text=pack.loader.load(names[1]))
+    finally:
+        pack.bridge.FALLBACK_MODEL_DIRS.remove(str(ROOT / "models"))
+
+
+def test_ui_text_reaches_the_node_as_comfyui_sends_it(pack):
+    bridge = pack.bridge
+    assert bridge.show_on_node("3", "hello") is False  # no ComfyUI server: nothing sent, nothing raised
+    with fake_prompt_server() as server:
+        assert bridge.show_on_node("3", "class: 'circle' (0)") is True
+        bridge.show_warning("4", "the mask is empty")
+        assert bridge.show_on_node(None, "outside a prompt") is False and bridge.show_on_node("5", "") is False
+        assert server.node_texts() == [("3", "class: 'circle' (0)"), ("4", WARN + "the mask is empty")]
+        assert {sid for _, _, sid in server.sent} == {"client-1"}  # only to the client that queued the prompt
+        server.sent.clear()
+        bridge.report_warnings("6", [])  # never warned on node 6: nothing to replace
+        assert server.node_texts() == []
+        bridge.report_warnings("4", [])  # node 4 showed a warning: replaced, so it does not go stale
+        bridge.report_warnings("4", ["a", "b"])
+        assert server.node_texts() == [("4", "no warnings"), ("4", WARN + "a\nb")]
+
+
+def test_fresh_condition_nodes_work_with_the_bundled_models(pack, demo, monkeypatch):
+    """A Class / Text Condition node as it comes out of the menu (default widgets) works with the demo models,
+    and the node says what it did."""
+    conditions = pack.conditions
+    class_default = default_of(conditions.ImageBARTClassCondition, "class_name")
+    prompt_default = default_of(conditions.ImageBARTTextCondition, "prompt")
+    on_node(monkeypatch, conditions.ImageBARTClassCondition, "21")
+    on_node(monkeypatch, conditions.ImageBARTTextCondition, "22")
+    with fake_prompt_server() as server:
+        c = conditions.ImageBARTClassCondition.execute(demo.cls, class_default, 1)[0]
+        t = conditions.ImageBARTTextCondition.execute(demo.text, prompt_default, 1)[0]
+    assert c.labels == ["circle"] and c.tokens.tolist() == [[0]]
+    assert t.null.all()  # the empty default prompt = no text (the demo model was trained with condition dropout)
+    texts = dict(server.node_texts())
+    assert texts["21"] == "class: 'circle' (0)"
+    assert texts["22"].startswith(WARN) and "prompt is empty" in texts["22"] and "unconditional" in texts["22"]
+    for handle, cond in ((demo.cls, c), (demo.text, t)):
+        codes, _ = pack.chain.sample(handle, 0, 0, 1, 0, condition=cond)
+        assert codes.level == 1 and codes.grid == (8, 8)
+    # the default is valid for every class model: index 0 of the 1000 ImageNet classes too
+    assert conditions.class_condition(pack.cls, class_default).labels == ["tench"]
+
+
+def test_class_errors_list_the_valid_classes(pack, demo):
+    conditions = pack.conditions
+    listing = "'circle' (0), 'cross' (1), 'diamond' (2), 'square' (3), 'triangle' (4)"
+    for bad in ("tiger", "292", "tri angle"):
+        with pytest.raises(ValueError) as err:
+            conditions.class_condition(demo.cls, bad)
+        assert listing in str(err.value), str(err.value)
+    with pytest.raises(ValueError, match="no class given: type a class name \\(e.g. 'circle'\\) or an index \\(0..4\\)"):
+        conditions.class_condition(demo.cls, " \n ")
+    assert conditions.class_condition(demo.cls, "triangle\n1").labels == ["triangle", "cross"]
+    with pytest.raises(ValueError, match="imagenet_classes.json"):  # 1000 names: where to find them
+        conditions.class_condition(pack.cls, "no such animal")
+    with pytest.raises(ValueError, match="text-conditional.*use Text Condition"):
+        conditions.class_condition(demo.text, "0")
+
+
+def test_text_vocabulary_errors_and_ignored_words_in_the_ui(pack, demo, monkeypatch):
+    conditions = pack.conditions
+    node = conditions.ImageBARTTextCondition
+    on_node(monkeypatch, node, "31")
+    with fake_prompt_server() as server:
+        cond = node.execute(demo.text, "a tiger jumping left of a blue square", 2)[0]
+        node.execute(demo.text, "a red circle", 1)  # fixed: the warning on the node is replaced
+    assert cond.batch_size() == 2 and not cond.null.any()
+    (node_a, first), (node_b, second) = server.node_texts()
+    assert node_a == node_b == "31"
+    assert first.startswith(WARN) and "'tiger', 'jumping'" in first and "'blue'" not in first
+    assert "knows only these words: a, above, below, blue, circle" in first  # the vocabulary is listed
+    assert second == "no warnings"
+    with pytest.raises(ValueError, match="none of the words .* knows only these words: a, above"):
+        conditions.text_condition(demo.text, "tiger")
+    with pytest.raises(ValueError, match="class-conditional.*use Class Condition"):
+        conditions.text_condition(demo.cls, "a red circle")
+    import imagebart_core as ib_top
+
+    cfg = ib_top.tiny_config(n_scales=2, conditioning="text")
+    cfg.conditioning.null_condition = False  # a model without condition dropout has no "no text"
+    handle = pack.nodes.common.ModelHandle(ib_top.build_model(cfg, seed=5), "nodrop.safetensors", torch.float32)
+    with pytest.raises(ValueError, match="the prompt is empty"):
+        conditions.text_condition(handle, "")
+
+
+def test_masked_refine_warns_in_the_ui_about_an_empty_mask(pack, monkeypatch):
+    h = pack.uncond
+    node = pack.chain.ImageBARTMaskedRefine
+    on_node(monkeypatch, node, "41")
+    clean = pack.codes.encode(h, image(2))
+    half = torch.zeros(2, 16, 16)
+    half[0, :8] = 1.0
+    with fake_prompt_server() as server:
+        out = node.execute(h, clean, torch.zeros(1, 16, 16), 0, 0, 0, 1.0, 0, 1.0, 1.0, False)[0]
+        node.execute(h, clean, half, 0, 0, 0, 1.0, 0, 1.0, 1.0, False)
+        node.execute(h, clean, torch.ones(1, 16, 16), 0, 0, 0, 1.0, 0, 1.0, 1.0, False)
+    assert torch.equal(out.tokens, clean.tokens)
+    texts = [t for _, t in server.node_texts()]
+    assert texts[0].startswith(WARN + "the mask is empty") and "Paint the area" in texts[0]
+    assert texts[1].startswith(WARN + "the mask of item(s) 2 is empty")
+    assert texts[2] == "no warnings"
+
+
+def test_masked_refine_composites_at_the_input_images_size(pack):
+    h = pack.uncond  # works at 16x16 px
+    img = image(1, 64, 48, seed=9)
+    clean = pack.codes.encode(h, img)  # resized to 16x16 for the model
+    mask = torch.zeros(1, 64, 48)
+    mask[:, 8:40, 4:28] = 1.0
+    codes, pixels, _ = pack.chain.masked_refine(h, clean, mask, 2, composite=True, image=img)
+    assert codes.grid == (4, 4) and pixels.shape == (1, 64, 48, 3)  # the input image's size, not 16x16
+    assert torch.equal(pixels[0][mask[0] == 0], img[0][mask[0] == 0])  # unmasked pixels exactly as loaded
+    assert not torch.allclose(pixels[0][mask[0] == 1], img[0][mask[0] == 1])
+    plain = pack.chain.masked_refine(h, clean, mask, 2)[1]
+    assert plain.shape == (1, 16, 16, 3)  # without composite: the encoded size
+    out_tips = node_info(pack.chain.ImageBARTMaskedRefine)["output_tooltips"]
+    assert "size of 'image'" in out_tips[1] and "encoded size" in out_tips[1]
+    batch = pack.chain.masked_refine(h, pack.codes.encode(h, image(3)), torch.ones(1, 16, 16), 2, composite=True,
+                                     image=image(1, 20, 24))[1]
+    assert batch.shape == (3, 20, 24, 3)  # one original for a batch of three
+
+
+def test_size_widgets_step_onto_valid_sizes(pack):
+    codes = pack.codes
+    for node in (codes.ImageBARTRandomCodes, pack.chain.ImageBARTSample):
+        required = node_info(node)["input"]["required"]
+        for name in ("width", "height"):
+            opts = required[name][1]
+            assert opts["min"] == 0 and opts["default"] == 0 and opts["step"] == codes.SIZE_STEP
+            assert opts["max"] % opts["step"] == 0
+    demo_like = types.SimpleNamespace(image_size=(32, 32), factor=4)  # the demo models
+    released_like = types.SimpleNamespace(image_size=(256, 256), factor=16)  # the released models
+    for k in range(1, 40):  # every click from 0 is a size the demo models take
+        assert codes.grid_for(demo_like, k * codes.SIZE_STEP, 0) == (8, k * codes.SIZE_STEP // 4)
+    for k in range(256 // codes.SIZE_STEP, 40):  # and from the trained size on, the released models too
+        assert codes.grid_for(released_like, 0, k * codes.SIZE_STEP)[0] == k * codes.SIZE_STEP // 16
+    with pytest.raises(ValueError, match="smaller than this model's trained width 256 px.*Use 256 or more"):
+        codes.grid_for(released_like, codes.SIZE_STEP, 0)
+    with pytest.raises(ValueError, match="not a multiple of this model's VQGAN factor 16: use 992 or 1008"):
+        codes.grid_for(released_like, 1000, 0)
+
+
+class FakeEstimate:
+    """What imagebart_core.budget.estimate_request returns (the fields the nodes read)."""
+
+    def __init__(self, seconds):
+        self.seconds = seconds
+        self.peak_bytes = 123 << 20
+
+    def describe(self):
+        return f"peak 123 MiB, {self.seconds:.0f} s"
+
+
+def test_a_size_that_takes_very_long_is_warned_about_in_the_ui(pack, monkeypatch):
+    codes = pack.codes
+    h = pack.uncond  # trained 16x16 px = 4x4 codes
+    assert codes.slow_size_warning(h, (4, 4), 1, FakeEstimate(codes.SLOW_SECONDS)) is None
+    slow = codes.slow_size_warning(h, (4, 4), 1, FakeEstimate(3 * 3600))
+    assert "16x16 px, batch 1 will take about 3.0 h" in slow and "peak 123 MiB" in slow
+    assert "about 20 min" in codes.slow_size_warning(h, (4, 4), 2, FakeEstimate(1200))
+    # without an estimate: from SLOW_AREA_RATIO times the trained number of codes
+    assert codes.slow_size_warning(h, (4, 8), 1) is None
+    assert "16x the codes of the trained size 16x16 px" in codes.slow_size_warning(h, (16, 16), 1)
+    node = codes.ImageBARTRandomCodes
+    on_node(monkeypatch, node, "51")
+    on_node(monkeypatch, pack.chain.ImageBARTSample, "52")
+    with fake_prompt_server() as server:
+        monkeypatch.setattr(codes, "chain_estimate", lambda handle, grid, batch: FakeEstimate(7200.0))
+        node.execute(h, 16, 16, 1, 0)
+        pack.chain.ImageBARTSample.execute(h, 16, 16, 1, 0, 1.0, 0, 1.0, 1.0)
+        monkeypatch.setattr(codes, "chain_estimate", lambda handle, grid, batch: FakeEstimate(1.0))
+        node.execute(h, 16, 16, 1, 0)
+        monkeypatch.setattr(codes, "chain_estimate", lambda handle, grid, batch: None)
+        node.execute(h, 64, 64, 1, 0)  # 1 s estimated before; now no estimate, 16x the trained codes
+    texts = server.node_texts()
+    assert [n for n, _ in texts] == ["51", "52", "51", "51"]
+    assert "will take about 2.0 h" in texts[0][1] and texts[0][1].startswith(WARN)
+    assert "will take about 2.0 h" in texts[1][1]
+    assert texts[2][1] == "no warnings" and "16x the codes" in texts[3][1]
+
+
+def test_chain_estimate_uses_the_librarys_budget_when_there_is_one(pack):
+    import importlib.util
+
+    estimate = pack.codes.chain_estimate(pack.uncond, (4, 4), 1)
+    if importlib.util.find_spec("imagebart_core.budget") is None:
+        assert estimate is None  # this checkout has no budget module: the area rule warns instead
+    else:
+        assert estimate.seconds > 0 and isinstance(estimate.describe(), str)

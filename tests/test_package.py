@@ -46,7 +46,9 @@ def test_pyproject_is_registry_ready():
     assert re.fullmatch(r"\d+\.\d+\.\d+", project["version"])
     assert project["license"] == {"file": "LICENSE"}
     assert (ROOT / "LICENSE").is_file()
-    assert project["urls"]["Repository"].startswith("https://github.com/")
+    # no invented repository: the URL is added when the project has a public one (user-asks issue 13)
+    assert "imagebart-comfy" not in (ROOT / "pyproject.toml").read_text(encoding="utf-8")
+    assert all(u.startswith("https://") for u in project.get("urls", {}).values())
     comfy = data["tool"]["comfy"]
     for key in ("PublisherId", "DisplayName", "Icon", "includes", "requires-comfyui"):
         assert key in comfy, key
@@ -56,7 +58,14 @@ def test_pyproject_is_registry_ready():
         assert banned not in deps
     req = _requirement_names((ROOT / "requirements.txt").read_text(encoding="utf-8").splitlines())
     assert sorted(deps) == sorted(req), "pyproject dependencies and requirements.txt differ"
-    assert "imagebart_core" in data["tool"]["setuptools"]["packages"]
+    packages = data["tool"]["setuptools"]["packages"]
+    assert "imagebart_core" in packages and "imagebart_core.original" in packages
+    assert not {"nodes", "training"} & set(packages), "top-level names ComfyUI or other packages use"
+    assert data["tool"]["setuptools"]["package-dir"] == {"imagebart_core": "imagebart_core",
+                                                         "imagebart_training": "training", "imagebart_nodes": "nodes"}
+    train = _requirement_names(project["optional-dependencies"]["train"])
+    req_train = _requirement_names((ROOT / "requirements-train.txt").read_text(encoding="utf-8").splitlines())
+    assert sorted(train) == sorted(req_train) and "lpips" in train and "lpips" not in deps
     assert any("json" in p for p in data["tool"]["setuptools"]["package-data"]["imagebart_core"])
 
 
@@ -95,3 +104,36 @@ def test_core_library_imports_light():
         "assert not heavy, heavy"
     )
     subprocess.run([sys.executable, "-c", code], cwd=ROOT, check=True)
+
+
+# third-party modules ComfyUI itself provides (never listed), and import name -> distribution name
+PROVIDED_BY_COMFYUI = {"torch", "numpy", "PIL", "comfy", "comfy_api", "folder_paths", "server"}
+DISTRIBUTION = {"open_clip": "open-clip-torch", "yaml": "pyyaml"}
+
+
+def _third_party_imports(folders) -> set[str]:
+    """Top-level names imported anywhere under ``folders`` that are neither stdlib nor this project's."""
+    import ast
+
+    own = {"imagebart_core", "nodes", "training", "imagebart_nodes", "imagebart_training"}
+    names = set()
+    for folder in folders:
+        for path in (ROOT / folder).rglob("*.py"):
+            for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+                if isinstance(node, ast.Import):
+                    names.update(a.name.split(".")[0] for a in node.names)
+                elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                    names.add(node.module.split(".")[0])
+    return {n for n in names if n not in sys.stdlib_module_names and n not in own}
+
+
+def test_requirements_match_the_imports():
+    """requirements.txt = what the library and the nodes import (beyond ComfyUI's own packages);
+    requirements-train.txt adds what only the trainer imports. Nothing listed that nothing imports."""
+    runtime = _third_party_imports(["imagebart_core", "nodes"]) - PROVIDED_BY_COMFYUI
+    training = _third_party_imports(["training"]) - PROVIDED_BY_COMFYUI - runtime
+    req = set(_requirement_names((ROOT / "requirements.txt").read_text(encoding="utf-8").splitlines()))
+    req_train = set(_requirement_names((ROOT / "requirements-train.txt").read_text(encoding="utf-8").splitlines()))
+    assert {DISTRIBUTION.get(n, n) for n in runtime} == req
+    assert {DISTRIBUTION.get(n, n) for n in training} == req_train
+    assert "einops" not in req | req_train

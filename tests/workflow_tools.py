@@ -192,3 +192,56 @@ def to_api(wf: dict, defs: dict) -> dict:
         prompt[str(nid)] = {"class_type": node["type"], "inputs": inputs,
                             "_meta": {"title": node.get("title", node["type"])}}
     return prompt
+
+
+# -- layout: room for every node's widgets and the images it shows after a run -----------------------------------
+#: Nodes that show images on the canvas after a run: image outputs (Save/Preview), Load Image's picture, and the
+#: pack's chain nodes, whose progress bar sends a preview of each finished level.
+IMAGE_NODES = {"SaveImage", "PreviewImage", "LoadImage", "ImageBARTSample", "ImageBARTReverseStep",
+               "ImageBARTMaskedRefine"}
+NODE_WIDTH = 320
+TITLE_HEIGHT = 30  # LiteGraph draws the title bar above a node's pos
+SLOT_HEIGHT = 20
+WIDGET_HEIGHT = 24
+MULTILINE_HEIGHT = 80
+IMAGE_ROOM = 320  # below the widgets: a square preview at the node's width (a batch is drawn as a grid in it)
+
+
+def body_height(defn: dict | None, node: dict) -> int:
+    """Height a node needs below its title for its sockets, widgets and (for IMAGE_NODES) its images."""
+    if defn is None:  # Note / MarkdownNote: whatever the text needs; they are made tall enough by the writer
+        return 0
+    rows = max(len(node.get("inputs", [])), len(node.get("outputs", [])))
+    height = rows * SLOT_HEIGHT + 10
+    for name, spec in widget_slots(defn):
+        if name is None:
+            continue  # the control / upload value shares its widget's row
+        opts = spec[1] if len(spec) > 1 else {}
+        height += MULTILINE_HEIGHT if opts.get("multiline") else WIDGET_HEIGHT
+    if node["type"] in IMAGE_NODES:
+        height += IMAGE_ROOM
+    return height
+
+
+def node_box(node: dict) -> tuple[float, float, float, float]:
+    """(x0, y0, x1, y1) a node covers on the canvas, title bar included."""
+    x, y = node["pos"]
+    w, h = node["size"]
+    return x, y - TITLE_HEIGHT, x + w, y + h
+
+
+def layout_problems(wf: dict, defs: dict, gap: int = 20) -> list[str]:
+    """Nodes too small for their widgets and images, and nodes (title bars included) closer than ``gap``."""
+    problems = []
+    nodes = wf["nodes"]
+    for node in nodes:
+        need = body_height(defs.get(node["type"]), node)
+        if node["size"][1] < need:
+            problems.append(f"node {node['id']} {node['type']}: height {node['size'][1]} < {need} needed")
+    for i, a in enumerate(nodes):
+        ax0, ay0, ax1, ay1 = node_box(a)
+        for b in nodes[i + 1:]:
+            bx0, by0, bx1, by1 = node_box(b)
+            if ax0 < bx1 + gap and bx0 < ax1 + gap and ay0 < by1 + gap and by0 < ay1 + gap:
+                problems.append(f"nodes {a['id']} {a['type']} and {b['id']} {b['type']} overlap or touch")
+    return problems

@@ -72,6 +72,10 @@ class DemoSettings:
 
 
 def _python(module: str, *args: object) -> list[str]:
+    """``python -m <module> args``; "training.x" names this package's module x (``imagebart_training.x`` when
+    installed from the wheel, ``training.x`` in a clone)."""
+    if module.startswith("training.") and __package__:
+        module = __package__ + module[len("training"):]
     return [sys.executable, "-m", module, *[str(a) for a in args]]
 
 

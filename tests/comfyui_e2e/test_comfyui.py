@@ -57,9 +57,12 @@ def server(tmp_path_factory):
     t0 = time.monotonic()
     srv.start()
     REPORT["startup_s"] = round(time.monotonic() - t0, 1)
-    # a new user's input folder is empty: nothing is uploaded, the workflows must bring what they load
+    # a new user's input folder is empty: nothing is uploaded; the pack copies its example images into the
+    # input folder when it loads, so after start-up they (and only ComfyUI's own empty folders) are there
     REPORT["input_files_at_start"] = sorted(str(p.relative_to(work / "input"))
                                             for p in (work / "input").rglob("*") if p.is_file())
+    provided = sorted(p.name for p in (work / "input").glob("*.png"))
+    assert provided == sorted(p.name for p in (WORKFLOWS / "inputs").glob("imagebart_*.png")), provided
     yield srv
     srv.stop()
     out = os.environ.get("IMAGEBART_E2E_REPORT")
@@ -151,7 +154,7 @@ def _check_unmasked_kept(pic) -> None:
     import numpy as np
     from PIL import Image
 
-    src = np.asarray(Image.open(WORKFLOWS / "inputs" / "example_wide_masked.png").convert("RGBA"))
+    src = np.asarray(Image.open(WORKFLOWS / "inputs" / "imagebart_example_wide_masked.png").convert("RGBA"))
     out = np.asarray(pic.convert("RGB")).astype(int)
     opaque = src[..., 3] == 255  # mask 0: keep
     diff = np.abs(out - src[..., :3].astype(int)).max(-1)
