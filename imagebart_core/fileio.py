@@ -21,7 +21,6 @@ from pathlib import Path
 
 import torch
 
-
 #: Our temporary names: ``.<target name>.<8 random characters from mkstemp><suffix>`` beside the target.
 _TEMP_RANDOM = 8
 _TEMP_NAME = re.compile(r"^\.(?P<target>.+)\.[a-z0-9_]{%d}(?P<suffix>\.tmp|\.npy)$" % _TEMP_RANDOM)
