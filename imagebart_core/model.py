@@ -217,9 +217,10 @@ class ImageBART(nn.Module):
         dtypes are refused (ValueError naming ``images``), as is a size the device cannot serve
         (:class:`~imagebart_core.budget.RequestTooLarge`).
         """
+        if torch.is_tensor(images) and images.ndim == 4:  # the size first: the value checks below copy the images
+            f = self.config.vqgan.factor
+            self._check_request("encode", (images.shape[2] // f, images.shape[3] // f), images.shape[0])
         images = validate.images_0_1(images)
-        f = self.config.vqgan.factor
-        self._check_request("encode", (images.shape[2] // f, images.shape[3] // f), images.shape[0])
         x = images.to(self.device, torch.float32) * 2.0 - 1.0
         tokens = self.vqgan.encode_to_codes(x, outlier_policy=outlier_policy, generator=generator)
         return Codes(tokens.long(), 1, self.codebook_id, self.config.vocab_size)
