@@ -280,7 +280,7 @@ def plan_conversion(files: ReleaseFiles, weights: str = "ema", hash_files: bool 
         assert config is not None and expected is not None
         _check_schedule_buffers(sd, where, betas_np)
         scale_maps.append(_plan_scale(s, sd, raw, ema, config, expected, where, weights))
-        check_finite({n: sd[k] for n, k in {**scale_maps[-1], **vqgan_map}.items() if k in sd}, where, ConversionError)
+        check_finite({k: sd[k] for k in [*scale_maps[-1].values(), *vqgan_map.values()] if k in sd}, where, ConversionError)
         if hash_files:
             info["sha256"] = _sha256(Path(ckpt_path))
         file_info.append(info)
