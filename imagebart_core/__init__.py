@@ -6,6 +6,7 @@
     images = model.decode(codes)          # float [B, 3, H, W] in 0..1
 """
 
+from .budget import RequestEstimate, RequestTooLarge, check_request, estimate_request
 from .checkpoint import ModelFileError, load_model, read_config, save_model
 from .codes import Codes
 from .conditioning import Condition
@@ -20,7 +21,7 @@ from .config import (
 )
 from .diffusion import MultinomialDiffusion, betas_from_alpha_bar, betas_from_metric_curve, geometric_betas
 from .model import ImageBART, upper_half_mask
-from .sampling import Progress
+from .sampling import NonFiniteProbabilities, Progress
 from .windows import ConditionBlend
 
 __version__ = "0.1.0"
@@ -45,7 +46,10 @@ __all__ = [
     "ModelConfig",
     "ModelFileError",
     "MultinomialDiffusion",
+    "NonFiniteProbabilities",
     "Progress",
+    "RequestEstimate",
+    "RequestTooLarge",
     "SamplingDefaults",
     "ScheduleConfig",
     "TransformerConfig",
@@ -53,6 +57,8 @@ __all__ = [
     "betas_from_alpha_bar",
     "betas_from_metric_curve",
     "build_model",
+    "check_request",
+    "estimate_request",
     "geometric_betas",
     "load_model",
     "read_config",

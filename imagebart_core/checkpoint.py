@@ -1,14 +1,18 @@
 """The native model file: one ``.safetensors`` holding every tensor and the config as JSON metadata.
 
-Metadata keys: ``format`` = "imagebart", ``format_version``, ``config`` (the ModelConfig JSON) and
-``codebook_id``. Loading never unpickles; it checks that the file is complete, that every tensor the
-config implies is present with the right shape, and names what is missing or unexpected.
+Metadata keys: ``format`` = "imagebart", ``format_version``, ``config`` (the ModelConfig JSON),
+``config_sha256`` (the SHA-256 of that JSON text) and ``codebook_id``; these names are reserved.
+Loading never unpickles; it checks that the file is complete, that every tensor the config implies is
+present with the right shape, that every floating-point tensor is finite, and that the stored config
+still matches its checksum (a hand-edited config is an error, not a different model). Files written
+before the checksum existed carry none and load unverified; every file this version writes carries one.
 Saving is atomic (a temporary file in the same folder, then a rename) and never overwrites an
 existing file unless asked.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from pathlib import Path
@@ -19,9 +23,20 @@ from safetensors import safe_open
 from .config import FORMAT_VERSION, ModelConfig
 from .fileio import save_safetensors
 from .model import ImageBART
+from .validate import check_finite
 from .vqgan import _check_used as check_used
 
 FORMAT_NAME = "imagebart"
+CONFIG_CHECKSUM_KEY = "config_sha256"
+#: Metadata keys the format owns; ``save_model(extra_metadata=...)`` may not set them.
+RESERVED_METADATA_KEYS = frozenset({"format", "format_version", "config", CONFIG_CHECKSUM_KEY, "codebook_id"})
+#: Dtypes the scales' weights can be stored in and loaded back from.
+TRANSFORMER_STORAGE_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
+
+
+def config_checksum(config_json: str) -> str:
+    """SHA-256 (hex) of the config JSON text exactly as stored in the file's metadata."""
+    return hashlib.sha256(config_json.encode("utf-8")).hexdigest()
 
 
 class ModelFileError(ValueError):
@@ -45,7 +60,11 @@ def read_metadata(path: str | os.PathLike) -> dict[str, str]:
         raise ModelFileError(f"{p} is not a readable .safetensors file (truncated or corrupt?): {exc}") from exc
     if meta.get("format") != FORMAT_NAME:
         raise ModelFileError(f"{p} is a .safetensors file but not an ImageBART model (no format=imagebart metadata)")
-    version = int(meta.get("format_version", "0"))
+    raw = meta.get("format_version")
+    if raw is None or not str(raw).isascii() or not str(raw).isdigit() or int(raw) < 1:
+        raise ModelFileError(f"{p}: format_version {raw!r} is not a positive integer (damaged or hand-edited "
+                             f"metadata?); this pack writes format_version \"{FORMAT_VERSION}\"")
+    version = int(raw)
     if version > FORMAT_VERSION:
         raise ModelFileError(f"{p} uses model-file format {version}; this version of the pack reads up to "
                              f"{FORMAT_VERSION}. Update the pack.")
@@ -53,8 +72,13 @@ def read_metadata(path: str | os.PathLike) -> dict[str, str]:
 
 
 def read_config(path: str | os.PathLike) -> ModelConfig:
-    """The ModelConfig stored in a model file."""
+    """The ModelConfig stored in a model file (its checksum verified when the file has one)."""
     meta = read_metadata(path)
+    stored = meta.get(CONFIG_CHECKSUM_KEY)
+    if stored is not None and "config" in meta and config_checksum(meta["config"]) != stored:
+        raise ModelFileError(f"{path}: the stored model config does not match its checksum ({CONFIG_CHECKSUM_KEY}): "
+                             "it was changed after the file was written. Use the original file, or rebuild the "
+                             "model and save it again with save_model")
     try:
         return ModelConfig.from_json(meta["config"])
     except (KeyError, ValueError, TypeError) as exc:
@@ -67,7 +91,16 @@ def save_model(model: ImageBART, path: str | os.PathLike, overwrite: bool = Fals
 
     ``transformer_dtype`` (e.g. torch.float16) stores the scales' floating-point weights in that dtype to
     halve the file; the VQGAN is always stored in float32. Loading casts to the dtype asked for.
+    Only float32, float16 and bfloat16 can be stored (and loaded back); ``extra_metadata`` may not use the
+    reserved keys (:data:`RESERVED_METADATA_KEYS`). Both are refused with ValueError before anything is written.
     """
+    if transformer_dtype is not None and transformer_dtype not in TRANSFORMER_STORAGE_DTYPES:
+        raise ValueError(f"transformer_dtype {transformer_dtype!r} cannot be stored and loaded back; "
+                         "use torch.float32, torch.float16 or torch.bfloat16 (or None for the model's own)")
+    reserved = sorted(RESERVED_METADATA_KEYS & {str(k) for k in (extra_metadata or {})})
+    if reserved:
+        raise ValueError(f"extra_metadata may not set the reserved keys {reserved}; "
+                         f"reserved: {sorted(RESERVED_METADATA_KEYS)}")
     p = Path(path)
     if p.exists() and not overwrite:
         raise FileExistsError(f"{p} exists; pass overwrite=True to replace it")
@@ -77,12 +110,17 @@ def save_model(model: ImageBART, path: str | os.PathLike, overwrite: bool = Fals
         value = value.detach().contiguous().cpu()
         if value.is_floating_point():
             store = torch.float32 if name.startswith("vqgan.") else (transformer_dtype or value.dtype)
+            if store not in TRANSFORMER_STORAGE_DTYPES:
+                raise ValueError(f"tensor {name} is {value.dtype}, which cannot be stored and loaded back; pass "
+                                 "transformer_dtype=torch.float32 (or float16 / bfloat16)")
             value = value.to(store)
         tensors[name] = value
+    config_json = model.config.to_json()
     meta = {
         "format": FORMAT_NAME,
         "format_version": str(FORMAT_VERSION),
-        "config": model.config.to_json(),
+        "config": config_json,
+        CONFIG_CHECKSUM_KEY: config_checksum(config_json),
         "codebook_id": model.codebook_id,
     }
     if extra_metadata:
@@ -125,6 +163,7 @@ def load_model(path: str | os.PathLike, device: str | torch.device = "cpu",
                 if shape != want:
                     raise ModelFileError(f"{p}: tensor {name} has shape {shape}, expected {want}")
                 tensor = f.get_tensor(name)
+                check_finite({name: tensor}, str(p), ModelFileError)  # before any cast hides a NaN in fp16 range
                 if tensor.is_floating_point():
                     tensor = tensor.to(torch.float32 if name.startswith("vqgan.") else dtype)
                 state[name] = tensor

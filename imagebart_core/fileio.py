@@ -1,13 +1,17 @@
 """Atomic file writes (write beside the target, flush to disk, then rename over it) and a reproducible
 safetensors writer.
 
-A crash or an error leaves either the old file or the new one, never half a file, and no temporary file.
+A crash or an error leaves either the old file or the new one, never half a file. An error removes the
+temporary file; a killed process cannot, so the next write to the same path removes what an earlier,
+killed write left there (:func:`remove_stale_temps`), and trainers sweep their run folder on start
+(:func:`remove_stale_temps_under`). Two processes writing the same path at the same time are not supported.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import struct
 import sys
 import tempfile
@@ -16,6 +20,46 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import torch
+
+#: Our temporary names: ``.<target name>.<8 random characters from mkstemp><suffix>`` beside the target.
+_TEMP_RANDOM = 8
+_TEMP_NAME = re.compile(r"^\.(?P<target>.+)\.[a-z0-9_]{%d}(?P<suffix>\.tmp|\.npy)$" % _TEMP_RANDOM)
+
+
+def temp_prefix(target: str | os.PathLike) -> str:
+    """The prefix of every temporary file our writers make for ``target`` (in its folder)."""
+    return f".{Path(target).name}."
+
+
+def remove_stale_temps(path: str | os.PathLike, suffix: str = ".tmp") -> list[Path]:
+    """Remove temporary files an earlier (killed) write to ``path`` left in its folder; returns them."""
+    target = Path(path)
+    if not target.parent.is_dir():
+        return []
+    prefix = temp_prefix(target)
+    removed = []
+    for entry in target.parent.iterdir():
+        name = entry.name
+        if (name.startswith(prefix) and name.endswith(suffix)
+                and len(name) == len(prefix) + _TEMP_RANDOM + len(suffix) and entry.is_file()):
+            entry.unlink(missing_ok=True)
+            removed.append(entry)
+    return removed
+
+
+def remove_stale_temps_under(folder: str | os.PathLike) -> list[Path]:
+    """Remove every temporary file of our writers below ``folder`` (a run folder at start-up); returns them."""
+    root = Path(folder)
+    if not root.is_dir():
+        return []
+    removed = []
+    for dirpath, _dirs, files in os.walk(root):
+        for name in files:
+            m = _TEMP_NAME.match(name)
+            if m and m.group("target") and Path(dirpath, name).is_file():
+                Path(dirpath, name).unlink(missing_ok=True)
+                removed.append(Path(dirpath, name))
+    return removed
 
 
 @contextmanager
@@ -26,7 +70,8 @@ def atomic_path(path: str | os.PathLike, suffix: str = ".tmp") -> Iterator[str]:
     """
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=suffix, dir=str(target.parent))
+    remove_stale_temps(target, suffix)
+    fd, tmp = tempfile.mkstemp(prefix=temp_prefix(target), suffix=suffix, dir=str(target.parent))
     os.close(fd)
     os.chmod(tmp, 0o644)  # mkstemp makes it private (0600); a model or config file is meant to be shared
     try:

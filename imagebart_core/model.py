@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import numbers
 from collections.abc import Sequence
 from typing import Any
 
@@ -16,8 +17,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from . import budget, rng, validate
 from . import conditioning as conditioning_lib
-from . import rng
 from .codes import Codes
 from .conditioning import Condition
 from .config import ModelConfig
@@ -33,7 +34,7 @@ from .sampling import (
 )
 from .transformer import build_scale, init_weights
 from .vqgan import VQGAN
-from .windows import ConditionBlend, run_windowed_transition
+from .windows import DEFAULT_WINDOW_CACHE_BYTES, ConditionBlend, run_windowed_transition
 
 AnyCondition = Condition | ConditionBlend | None
 
@@ -62,6 +63,10 @@ class ImageBART(nn.Module):
                 init_weights(scale)
         self._identity_cache: tuple[Any, str] | None = None
         self._offload: tuple[torch.device, torch.device] | None = None  # (storage, compute), see offload_idle_scales
+        #: Requests estimated to run longer than this (seconds) are refused up front; None: no limit.
+        self.max_request_seconds: float | None = budget.DEFAULT_MAX_SECONDS
+        #: Memory for kept window encoder states on grids larger than the trained one (per transition).
+        self.window_cache_bytes: int = DEFAULT_WINDOW_CACHE_BYTES
 
     # -- identity, devices ---------------------------------------------------------------------------
     @property
@@ -152,7 +157,7 @@ class ImageBART(nn.Module):
     # -- conditions ------------------------------------------------------------------------------------
     def class_condition(self, values: Sequence[int | str] | int | str) -> Condition:
         """Class labels (indices or names) -> Condition with tokens int64 [B, 1]."""
-        if isinstance(values, (int, str)):
+        if isinstance(values, (numbers.Integral, str)):
             values = [values]
         return conditioning_lib.class_condition(self.config.conditioning, list(values))
 
@@ -183,15 +188,39 @@ class ImageBART(nn.Module):
             raise ValueError(f"this model is {kind}-conditional and has no unconditional mode: give a {kind} condition")
         if cond.kind != kind:
             raise ValueError(f"this model takes a {kind} condition, got a {cond.kind} condition")
+        self._check_condition_range(cond)
         return cond.repeat_to(batch).tokens.to(self.device)
+
+    def _check_condition_range(self, cond: Condition) -> None:
+        """Condition tokens must index this model's condition table (a hand-made Condition may not)."""
+        c = self.config.conditioning
+        if cond.kind == "class":
+            high = c.num_classes + (1 if c.null_condition and not c.shared_class_embedding else 0)
+            what = f"class indices 0..{c.num_classes - 1}" + (f" (and {c.num_classes} for null)"
+                                                              if high > c.num_classes else "")
+        else:
+            high = c.text_vocab_size
+            what = f"text token ids 0..{high - 1}"
+        t = cond.tokens
+        if cond.kind == "text" and t.shape[1] != c.text_length:
+            raise ValueError(f"cond: text tokens have length {t.shape[1]}; this model takes {c.text_length}")
+        if t.numel() and (int(t.min()) < 0 or int(t.max()) >= high):
+            raise ValueError(f"cond: token values {int(t.min())}..{int(t.max())} are out of range; "
+                             f"this model takes {what}. Make conditions with model.class_condition / text_condition")
 
     # -- encode / decode ---------------------------------------------------------------------------------
     @torch.no_grad()
     def encode(self, images: torch.Tensor, outlier_policy: str = "nearest_used", generator=None) -> Codes:
-        """images float [B, 3, H, W] in 0..1 (H, W multiples of the VQGAN factor) -> Codes at level 1."""
-        if not torch.is_tensor(images) or images.ndim != 4 or images.shape[1] != 3:
-            shape = tuple(images.shape) if torch.is_tensor(images) else type(images).__name__
-            raise ValueError(f"images must be float [B, 3, H, W] in 0..1, got {shape}")
+        """images float [B, 3, H, W] in 0..1 (H, W multiples of the VQGAN factor) -> Codes at level 1.
+
+        uint8 images (0..255) are accepted and divided by 255. Float values outside 0..1, NaN / inf and other
+        dtypes are refused (ValueError naming ``images``), as is a size the device cannot serve
+        (:class:`~imagebart_core.budget.RequestTooLarge`).
+        """
+        if torch.is_tensor(images) and images.ndim == 4:  # the size first: the value checks below copy the images
+            f = self.config.vqgan.factor
+            self._check_request("encode", (images.shape[2] // f, images.shape[3] // f), images.shape[0])
+        images = validate.images_0_1(images)
         x = images.to(self.device, torch.float32) * 2.0 - 1.0
         tokens = self.vqgan.encode_to_codes(x, outlier_policy=outlier_policy, generator=generator)
         return Codes(tokens.long(), 1, self.codebook_id, self.config.vocab_size)
@@ -203,6 +232,7 @@ class ImageBART(nn.Module):
         if codes.level != 1:
             raise ValueError(f"decode needs level-1 (clean) codes; these are at level {codes.level}: "
                              "run the remaining reverse steps first")
+        self._check_request("decode", codes.grid, codes.batch_size)
         if self.device.type == "cpu" and not self.vqgan.channels_last_decoding:
             self.vqgan.use_channels_last_decoding()  # faster NHWC convolutions on CPU
         x = self.vqgan.decode_codes(codes.tokens.to(self.device))
@@ -226,7 +256,9 @@ class ImageBART(nn.Module):
 
     def _check_grid(self, grid: tuple[int, int]) -> tuple[int, int]:
         """Grids at least the trained size along both axes are allowed (larger ones use sliding windows)."""
-        h, w = int(grid[0]), int(grid[1])
+        if isinstance(grid, (str, bytes)) or not hasattr(grid, "__len__") or len(grid) != 2:
+            raise ValueError(f"grid must be (height, width) in tokens, got {grid!r}")
+        h, w = validate.as_int(grid[0], "grid height"), validate.as_int(grid[1], "grid width")
         th, tw = self.config.grid
         if h < th or w < tw:
             f = self.config.vqgan.factor
@@ -236,13 +268,23 @@ class ImageBART(nn.Module):
             )
         return h, w
 
+    def _check_request(self, operation: str, grid: tuple[int, int], batch: int, **kwargs) -> budget.RequestEstimate:
+        """Refuse (RequestTooLarge) what this device cannot serve, before any work; see :mod:`.budget`."""
+        return budget.check_request(self, grid=grid, batch=batch, operation=operation,
+                                    max_seconds=self.max_request_seconds, **kwargs)
+
+    @staticmethod
+    def _rows_per_item(cond: AnyCondition, guidance: float) -> int:
+        sets = len(cond.conditions) if isinstance(cond, ConditionBlend) else 1
+        return sets + (1 if guidance != 1.0 and cond is not None else 0)
+
     # -- the chain ---------------------------------------------------------------------------------------
     def random_codes(self, batch: int, grid: tuple[int, int] | None = None, seed: int | Sequence[int] = 0) -> Codes:
         """Uniform noise codes at level T: int64 [batch, h, w]; item i uses seed + i."""
-        if batch < 1:
-            raise ValueError("batch must be >= 1")
+        batch = validate.as_int(batch, "batch", minimum=1)
         h, w = self._check_grid(grid or self.config.grid)
         seeds = rng.item_seeds(seed, batch)
+        self._check_request("random_codes", (h, w), batch)
         tokens = rng.randint(rng.generators(seeds, "noise"), self.config.vocab_size, h * w).view(batch, h, w)
         return Codes(tokens.to(self.device), self.num_levels, self.codebook_id, self.config.vocab_size)
 
@@ -268,7 +310,7 @@ class ImageBART(nn.Module):
 
     def _filters(self, temperature, top_k, top_p) -> list[TokenFilter]:
         filters = [
-            TokenFilter(float(t), None if k is None else int(k), None if p is None else float(p))
+            TokenFilter(t, k, p)
             for t, k, p in zip(
                 self.per_scale(temperature, "temperature"),
                 self.per_scale(top_k, "top_k"),
@@ -299,6 +341,7 @@ class ImageBART(nn.Module):
                     net, x_in, scale, window=tuple(self.config.grid), cond_sets=cond_sets,
                     weights_at=weights_at, token_filter=token_filter, sampler=sampler, null_tokens=null_tokens,
                     guidance=guidance, known=known, stride=stride, on_token=on_token, sampler_key=sampler_key,
+                    cache_bytes=self.window_cache_bytes,
                 )
             else:
                 out = run_transition(
@@ -345,11 +388,17 @@ class ImageBART(nn.Module):
     ) -> Codes:
         """Run ``steps`` transitions from ``codes.level`` down (level l -> l - steps)."""
         self.check_codes(codes)
+        steps = validate.as_int(steps, "steps")
         if not 1 <= steps <= codes.level - 1:
             raise ValueError(f"codes at level {codes.level} allow 1..{codes.level - 1} steps, got {steps}")
         b = codes.batch_size
         self._check_grid(codes.grid)
+        guidance = validate.as_float(guidance, "guidance")
         filters = self._filters(temperature, top_k, top_p)
+        if sampler is None:
+            rng.item_seeds(seed, b)  # a bad seed is refused before the size check and any work
+        self._check_request("reverse_step", codes.grid, b, steps=steps, rows_per_item=self._rows_per_item(cond, guidance),
+                            window_stride=window_stride)
         cond_plan = self._cond_plan(cond, b)
         null_tokens = self._null_tokens(cond_plan[0][0], guidance, b)
         sampler = sampler or PerItemSampler(rng.item_seeds(seed, b))
@@ -376,7 +425,14 @@ class ImageBART(nn.Module):
         window_stride: int | None = None,
     ) -> Codes:
         """The whole chain from noise: Codes at level 1. Equals random_codes + reverse_step(all) with one seed."""
-        codes = self.random_codes(batch, grid, seed)
+        batch = validate.as_int(batch, "batch", minimum=1)
+        h, w = self._check_grid(grid or self.config.grid)
+        guidance = validate.as_float(guidance, "guidance")
+        self._filters(temperature, top_k, top_p)
+        rng.item_seeds(seed, batch)
+        self._check_request("sample", (h, w), batch, rows_per_item=self._rows_per_item(cond, guidance),
+                            window_stride=window_stride)
+        codes = self.random_codes(batch, (h, w), seed)
         return self.reverse_step(codes, cond, steps=self.n_scales, temperature=temperature, top_k=top_k,
                                  top_p=top_p, seed=seed, guidance=guidance, callback=callback,
                                  window_stride=window_stride)
@@ -385,18 +441,21 @@ class ImageBART(nn.Module):
     def noise(self, codes: Codes, level: int, seed: int | Sequence[int] = 0) -> Codes:
         """Forward-noise codes to ``level`` (>= codes.level) with q(x_level | x_codes.level) (variations)."""
         self.check_codes(codes)
+        level = validate.as_int(level, "level")
         if not codes.level <= level <= self.num_levels:
             raise ValueError(f"can noise codes at level {codes.level} to {codes.level}..{self.num_levels}, not {level}")
-        gens = rng.generators(rng.item_seeds(seed, codes.batch_size), "noise-to", level)
+        seeds = rng.item_seeds(seed, codes.batch_size)
+        self._check_request("noise", codes.grid, codes.batch_size)
+        gens = rng.generators(seeds, "noise-to", level)
         x = self.diffusion.sample_between(codes.tokens, codes.level, level, gens)
         return codes.with_tokens(x, level)
 
     def token_mask(self, mask: torch.Tensor, codes: Codes) -> torch.Tensor:
         """Pixel mask [B|1, H, W] (or [H, W]) at image size, or a token mask at grid size, 1 = regenerate,
-        -> bool [B, h, w]. A token is regenerated if any pixel it covers is >= 0.5."""
+        -> bool [B, h, w]. A token is regenerated if any pixel it covers is >= 0.5. NaN / inf are refused."""
         if not torch.is_tensor(mask):
             raise ValueError("mask must be a tensor [B, H, W] (1 = regenerate)")
-        m = mask.float()
+        m = validate.finite_mask(mask)
         if m.ndim == 2:
             m = m[None]
         if m.ndim != 3:
@@ -446,14 +505,18 @@ class ImageBART(nn.Module):
         if codes.level != 1:
             raise ValueError(f"masked_refine needs level-1 codes of an image, got level {codes.level}")
         self._check_grid(codes.grid)
-        start = self.num_levels if start_level is None else int(start_level)
+        start = self.num_levels if start_level is None else validate.as_int(start_level, "start_level")
         if not 2 <= start <= self.num_levels:
             raise ValueError(f"start_level must be in 2..{self.num_levels}, got {start}")
-        n_passes = [int(p) for p in self.per_scale(passes, "refine_passes")]
+        n_passes = [validate.as_int(p, "passes") for p in self.per_scale(passes, "refine_passes")]
         if any(p < 1 for p in n_passes):
             raise ValueError("refinement passes must be >= 1")
         b = codes.batch_size
         regen = self.token_mask(mask, codes)  # [B, h, w] bool
+        guidance = validate.as_float(guidance, "guidance")
+        seeds = rng.item_seeds(seed, b)
+        self._check_request("masked_refine", codes.grid, b, steps=start - 1, passes=max(n_passes),
+                            rows_per_item=self._rows_per_item(cond, guidance), window_stride=window_stride)
         x1 = codes.tokens.to(self.device)
         known_mask = ~regen
         if not bool(regen.any()):
@@ -461,7 +524,6 @@ class ImageBART(nn.Module):
         filters = self._filters(temperature, top_k, top_p)
         cond_plan = self._cond_plan(cond, b)
         null_tokens = self._null_tokens(cond_plan[0][0], guidance, b)
-        seeds = rng.item_seeds(seed, b)
         sampler = sampler or PerItemSampler(seeds)
         n = x1.shape[1] * x1.shape[2]
         total = sum(n_passes[s - 1] for s in range(1, start)) * n

@@ -17,6 +17,8 @@ from collections.abc import Sequence
 
 import torch
 
+from . import validate
+
 _MASK63 = (1 << 63) - 1
 
 
@@ -27,13 +29,9 @@ def derive_seed(seed: int, *keys: object) -> int:
 
 
 def item_seeds(seed: int | Sequence[int], batch: int) -> list[int]:
-    """Per-item seeds: ``seed + i`` for an int, or the given list (its length must be ``batch``)."""
-    if isinstance(seed, int):
-        return [seed + i for i in range(batch)]
-    seeds = [int(s) for s in seed]
-    if len(seeds) != batch:
-        raise ValueError(f"got {len(seeds)} seeds for a batch of {batch}")
-    return seeds
+    """Per-item seeds: ``seed + i`` for an integer (Python or NumPy), or the given list (its length must be
+    ``batch``). Floats and bools are refused with an error naming ``seed``."""
+    return validate.seeds_for(seed, batch)
 
 
 def generators(seeds: Sequence[int], *keys: object) -> list[torch.Generator]:

@@ -20,7 +20,11 @@ from dataclasses import dataclass
 
 import torch
 
-from . import rng
+from . import rng, validate
+
+#: The smallest temperature accepted up front: logits up to 1e8 divided by it stay below float32's maximum
+#: (3.4e38). Smaller ones turn ordinary logits into inf (the draw-time check below catches the rest).
+MIN_TEMPERATURE = 1e-30
 
 
 @dataclass
@@ -52,12 +56,19 @@ class TokenFilter:
     top_p: float | None = None
 
     def validate(self, vocab_size: int) -> None:
+        """Check (and normalise to Python numbers) the settings; ValueError naming the setting."""
+        self.temperature = validate.as_float(self.temperature, "temperature")
         if not self.temperature > 0:
             raise ValueError(f"temperature must be > 0, got {self.temperature}")
-        if self.top_k is not None and not 1 <= self.top_k:
-            raise ValueError(f"top_k must be >= 1 (or None), got {self.top_k}")
-        if self.top_p is not None and not 0 < self.top_p <= 1:
-            raise ValueError(f"top_p must be in (0, 1] (or None), got {self.top_p}")
+        if self.temperature < MIN_TEMPERATURE:
+            raise ValueError(f"temperature {self.temperature:g} is too small for float32 logits (it divides them "
+                             f"to inf); use at least {MIN_TEMPERATURE:g}, or top_k=1 for the most likely token")
+        if self.top_k is not None:
+            self.top_k = validate.as_int(self.top_k, "top_k", minimum=1)
+        if self.top_p is not None:
+            self.top_p = validate.as_float(self.top_p, "top_p")
+            if not 0 < self.top_p <= 1:
+                raise ValueError(f"top_p must be in (0, 1] (or None), got {self.top_p}")
 
     def __call__(self, logits: torch.Tensor) -> torch.Tensor:
         """float32 logits [B, K] -> filtered logits [B, K] (-inf where removed)."""
@@ -115,6 +126,52 @@ class TorchMultinomialSampler(TokenSampler):
         return torch.multinomial(probs, 1, generator=self.generator)[:, 0]
 
 
+class NonFiniteProbabilities(ValueError):
+    """The probabilities of a draw are NaN or inf; the message names the setting that produced them."""
+
+
+class ProbabilityCheck:
+    """Refuses to draw from non-finite probabilities (they would silently become the last token id).
+
+    On the CPU every draw is checked before it happens; on an accelerator the check is accumulated on the
+    device (no synchronisation per token) and raised at the end of the transition, before its tokens are used.
+    """
+
+    def __init__(self, scale: int, token_filter: TokenFilter, guidance: float, device: torch.device):
+        self.scale, self.token_filter, self.guidance = scale, token_filter, guidance
+        self.immediate = device.type == "cpu"
+        self.bad: torch.Tensor | None = None
+
+    def __call__(self, n: int, raw: torch.Tensor, mixed: torch.Tensor, probs: torch.Tensor) -> None:
+        """raw: the network's logits [rows, K]; mixed: after guidance / blending [B, K]; probs [B, K]."""
+        ok = torch.isfinite(probs).all()
+        if self.immediate:
+            if not bool(ok):
+                raise NonFiniteProbabilities(self.explain(n, raw, mixed))
+        else:
+            self.bad = ~ok if self.bad is None else self.bad | ~ok
+
+    def finish(self) -> None:
+        if self.bad is not None and bool(self.bad):
+            raise NonFiniteProbabilities(self.explain(None, None, None))
+
+    def explain(self, n: int | None, raw, mixed) -> str:
+        where = f"scale {self.scale}" + ("" if n is None else f", token {n}")
+        f = self.token_filter
+        settings = f"temperature={f.temperature:g}, top_k={f.top_k}, top_p={f.top_p}, guidance={self.guidance:g}"
+        if raw is not None and not bool(torch.isfinite(raw).all()):
+            cause = (f"the network's logits are NaN or inf (damaged weights, or an overflow in {raw.dtype}); "
+                     "load the model in float32 or check the model file")
+        elif mixed is not None and not bool(torch.isfinite(mixed).all()):
+            cause = f"guidance {self.guidance:g} overflows the logits; use a smaller guidance"
+        elif mixed is not None:
+            cause = (f"temperature {f.temperature:g} is too small for float32 (it divides the logits to inf); "
+                     "use a larger temperature, or top_k=1 for the most likely token")
+        else:
+            cause = "check the temperature (too small for float32?), the guidance and the model's weights"
+        return f"non-finite probabilities at {where} ({settings}): {cause}"
+
+
 @dataclass
 class Known:
     """Tokens a transition must reproduce: ``tokens`` int64 [B, N], ``mask`` bool [B, N] (True = known)."""
@@ -159,9 +216,10 @@ def run_transition(
         vocab = net.cfg.vocab_size
         forced = torch.full((b, vocab), float("-inf"), device=x_in.device)
         any_known = known_mask.any(0).tolist()  # per position; one device sync per transition, not per token
+    check = ProbabilityCheck(scale, token_filter, guidance, x_in.device)
     prev = None
     for n in range(n_tokens):
-        logits = net.step(state, n, prev, scale).float()  # [B or 2B, K]
+        raw = logits = net.step(state, n, prev, scale).float()  # [B or 2B, K]
         if guided:
             cond_logits, uncond_logits = logits[:b], logits[b:]
             logits = uncond_logits + guidance * (cond_logits - uncond_logits)
@@ -170,6 +228,7 @@ def run_transition(
                 one = forced.scatter(1, known_tokens[:, n : n + 1], 0.0)  # 0 at the known id, -inf elsewhere
                 logits = torch.where(known_mask[:, n, None], one, logits)
         probs = torch.softmax(token_filter(logits), dim=-1)
+        check(n, raw, logits, probs)
         token = sampler.draw(probs, n)  # [B]
         if known is not None:
             token = torch.where(known_mask[:, n], known_tokens[:, n], token)
@@ -177,4 +236,5 @@ def run_transition(
         prev = torch.cat([token, token]) if guided else token
         if on_token is not None:
             on_token(n, out)
+    check.finish()
     return out

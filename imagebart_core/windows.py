@@ -7,10 +7,13 @@ order, at the positions it was trained with. Windows are roughly centred on the 
 stride (so neighbouring tokens share a window and its KV cache) and clamped inside the grid; no
 position ever sees more than the model was trained on.
 
-Reuse: the encoder output (and its cross-attention keys/values) is computed once per window; while
-consecutive tokens stay in one window the decoder continues from its KV cache; on a window change
-the window's known prefix is fed in one causal pass. On a grid of exactly the trained size there
-is one window and the computation is the same as the normal path's, token for token.
+Reuse: the encoder output (and its cross-attention keys/values) of a window is kept while the window can
+still be needed (windows are visited band by band, so a band's windows are dropped once the rows move
+below it), up to ``cache_bytes`` in all; a window beyond that budget runs its encoder again when it is
+revisited (same result, more compute). So memory does not grow with the grid. While consecutive tokens
+stay in one window the decoder continues from its KV cache; on a window change the window's known prefix
+is fed in one causal pass. On a grid of exactly the trained size there is one window and the computation
+is the same as the normal path's, token for token.
 
 Conditions may vary along the image: a :class:`ConditionBlend` mixes the logits of several conditions
 (a product of experts) with weights that depend on the window's horizontal centre, e.g. prompt A on the
@@ -25,7 +28,7 @@ from dataclasses import dataclass
 import torch
 
 from .conditioning import Condition
-from .sampling import Known, TokenFilter, TokenSampler
+from .sampling import Known, ProbabilityCheck, TokenFilter, TokenSampler
 from .transformer import SOS_TOKEN, DecoderOnlyScale
 
 
@@ -89,6 +92,48 @@ def window_origin(i: int, j: int, grid: tuple[int, int], window: tuple[int, int]
     return place(i, h, hh, sh), place(j, w, ww, sw)
 
 
+#: Default memory for kept window encoder states (per transition); see :class:`WindowCache`.
+DEFAULT_WINDOW_CACHE_BYTES = 256 * 2**20
+
+
+class WindowCache:
+    """Encoder states of windows that may be visited again, bounded in bytes.
+
+    Tokens are written in raster order, so windows are visited band by band (one window row ``r0``): every
+    window of a band is revisited on each of its rows, and never again once the band is left. The cache
+    keeps the current band's windows in visiting order while they fit in ``max_bytes``; the rest are
+    recomputed on every visit. Memory is therefore at most ``max_bytes`` whatever the grid.
+    """
+
+    def __init__(self, max_bytes: int):
+        self.max_bytes = int(max_bytes)
+        self.states: dict[tuple[int, int], object] = {}
+        self.bytes = 0
+        self.band: int | None = None
+
+    def get(self, origin: tuple[int, int]):
+        if origin[0] != self.band:  # a new band: the previous band's windows are never needed again
+            self.states.clear()
+            self.bytes, self.band = 0, origin[0]
+        return self.states.get(origin)
+
+    def put(self, origin: tuple[int, int], state) -> None:
+        size = state_bytes(state)
+        if self.bytes + size <= self.max_bytes:
+            self.states[origin] = state
+            self.bytes += size
+
+
+def state_bytes(state) -> int:
+    """Bytes held by a decode state's tensors (decoder caches and cross-attention keys/values)."""
+    total = 0
+    for cache in getattr(state, "caches", []):
+        total += cache.k.numel() * cache.k.element_size() + cache.v.numel() * cache.v.element_size()
+    for k, v in getattr(state, "cross_kv", []):
+        total += k.numel() * k.element_size() + v.numel() * v.element_size()
+    return total
+
+
 def default_stride(window: tuple[int, int]) -> tuple[int, int]:
     return max(1, window[0] // 4), max(1, window[1] // 4)
 
@@ -110,6 +155,7 @@ def run_windowed_transition(
     on_token: Callable[[int, torch.Tensor], None] | None = None,
     on_window: Callable[[tuple[int, int, int, int], int], None] | None = None,
     sampler_key: object = None,
+    cache_bytes: int = DEFAULT_WINDOW_CACHE_BYTES,
 ) -> torch.Tensor:
     """Sample level ``scale`` over a grid of any size >= ``window`` with sliding windows.
 
@@ -117,6 +163,7 @@ def run_windowed_transition(
     condition (or ``[None]`` for an unconditional model); ``weights_at(x)`` gives their weights at the
     window centre's horizontal fraction x. known: tokens to reproduce (flattened [B, H*W]).
     ``on_window((r0, c0, h, w), m)`` is told every window the network is run on and the local position.
+    ``cache_bytes`` bounds the kept window encoder states (see :class:`WindowCache`).
     Returns int64 [B, H, W].
     """
     b, hh, ww = x_in.shape
@@ -138,7 +185,8 @@ def run_windowed_transition(
         known_tokens = known.tokens.to(x_in.device).view(b, hh, ww)
         known_mask = known.mask.to(x_in.device).view(b, hh, ww)
         forced = torch.full((b, net.cfg.vocab_size), float("-inf"), device=x_in.device)
-    encoded: dict[tuple[int, int], object] = {}
+    encoded = WindowCache(cache_bytes)
+    check = ProbabilityCheck(scale, token_filter, guidance, x_in.device)
     current, state, next_local = None, None, -1
     count = 0
     for i in range(hh):
@@ -165,7 +213,9 @@ def run_windowed_transition(
                 if bool(row.any()):
                     one = forced.scatter(1, known_tokens[:, i, j, None], 0.0)
                     combined = torch.where(row[:, None], one, combined)
-            token = sampler.draw(torch.softmax(token_filter(combined), dim=-1), count)
+            probs = torch.softmax(token_filter(combined), dim=-1)
+            check(count, logits, combined, probs)
+            token = sampler.draw(probs, count)
             if known is not None:
                 token = torch.where(known_mask[:, i, j], known_tokens[:, i, j], token)
             out[:, i, j] = token
@@ -173,21 +223,24 @@ def run_windowed_transition(
             if on_token is not None:
                 on_token(count, out.view(b, n_total))
             count += 1
+    check.finish()
     return out
 
 
 def _window_state(net, decoder_only, encoded, x_in, origin, window, scale, cond_all, rows):
-    """A fresh decode state for one window; the encoder runs once per window."""
+    """A fresh decode state for one window; the encoder runs once per window while it is cached."""
     r0, c0 = origin
     h, w = window
     b = x_in.shape[0]
     crop = x_in[:, r0 : r0 + h, c0 : c0 + w].reshape(b, h * w).repeat(rows, 1)  # [rows*B, h*w]
     if decoder_only:
         return net.prepare(crop, scale, cond_all, h * w)
-    if origin not in encoded:
-        encoded[origin] = net.prepare(crop, scale, cond_all, h * w)
-        return encoded[origin]
-    return net.fresh_state(encoded[origin])
+    kept = encoded.get(origin)
+    if kept is None:
+        state = net.prepare(crop, scale, cond_all, h * w)
+        encoded.put(origin, state)
+        return state
+    return net.fresh_state(kept)
 
 
 def _warm(net, decoder_only, state, prefix: torch.Tensor, scale: int) -> None:

@@ -66,13 +66,39 @@ def model_files() -> list[str]:
     return sorted(names)
 
 
+def check_model_name(name: str) -> str:
+    """``name`` if it is a relative path inside a model folder; ValueError for an absolute name, a drive, or ``..``."""
+    if not isinstance(name, str) or not name.strip():
+        raise ValueError("no model file chosen; put a .safetensors ImageBART model in models/imagebart")
+    parts = name.replace("\\", "/").split("/")
+    if os.path.isabs(name) or name.startswith(("/", "\\")) or (len(name) > 1 and name[1] == ":") \
+            or ".." in parts or "\x00" in name:
+        raise ValueError(f"model name {name!r} must name a file inside the 'imagebart' model folder "
+                         "(relative, without '..')")
+    return name
+
+
+def _inside(folder: str, name: str) -> str:
+    """``folder/name`` for a checked ``name``, normalised, and still inside ``folder`` (links are followed later,
+    as a user may link model files into the folder)."""
+    base = os.path.normpath(os.path.abspath(folder))
+    candidate = os.path.normpath(os.path.join(base, name))
+    if os.path.commonpath([base, candidate]) != base:
+        raise ValueError(f"model name {name!r} leaves the model folder {folder}")
+    return candidate
+
+
 def model_path(name: str) -> str:
-    """Full path of a model file, or FileNotFoundError naming the file and the folders searched."""
+    """Full path of a model file, or FileNotFoundError naming the file and the folders searched.
+
+    Names are relative to the model folders: absolute names and names with ``..`` are refused (ValueError),
+    with ComfyUI as without it."""
+    check_model_name(name)
     fp = _folder_paths()
     path = fp.get_full_path(MODEL_FOLDER, name) if fp is not None else None
     if path is None:
         for d in FALLBACK_MODEL_DIRS:
-            candidate = os.path.join(d, name)
+            candidate = _inside(d, name)
             if os.path.isfile(candidate):
                 path = candidate
                 break

@@ -80,7 +80,10 @@ def image_to_core(image: torch.Tensor) -> torch.Tensor:
         image = image[..., :3]
     elif c != 3:
         raise ValueError(f"IMAGE must have 1, 3 or 4 channels, got {c}")
-    return image.float().clamp(0, 1).movedim(-1, 1).contiguous()
+    x = image.float()
+    if x.numel() and not bool(torch.isfinite(x).all()):  # clamp would keep NaN, and NaN encodes as code 0
+        raise ValueError("IMAGE contains NaN or inf values; the node before this one produced an invalid image")
+    return x.clamp(0, 1).movedim(-1, 1).contiguous()
 
 
 def image_from_core(x: torch.Tensor) -> torch.Tensor:

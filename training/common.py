@@ -27,7 +27,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
-from imagebart_core.fileio import atomic_path
+from imagebart_core.fileio import atomic_path, atomic_write_text, remove_stale_temps_under
 from imagebart_core.rng import derive_seed
 
 log = logging.getLogger(__name__)
@@ -317,6 +317,13 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
         raise ValueError(f"cannot read training checkpoint {path} (truncated, or not one of ours?): {exc}") from exc
 
 
+def remove_stale_temps(out: Path, env: DistEnv) -> None:
+    """On start-up (main process): remove temporary files that killed writes of an earlier run left in ``out``."""
+    if env.is_main:
+        for p in remove_stale_temps_under(out):
+            log.info("removed %s, left behind by an interrupted write", p)
+
+
 def find_resume(out: Path, resume: str | None) -> Path | None:
     """The checkpoint to resume from: ``--resume PATH``, ``--resume auto`` (the run folder's last.pt if any),
     or ``None`` for ``--resume never``."""
@@ -336,17 +343,41 @@ def find_resume(out: Path, resume: str | None) -> Path | None:
 # -- logging and progress ---------------------------------------------------------------------------------------
 class RunLog:
     """Appends one row per logged step to ``log.csv`` (columns fixed by the first row) and ``log.jsonl``
-    in the run folder, on the main process only. Reading: ``pandas.read_csv(run/"log.csv")``."""
+    in the run folder, on the main process only. Reading: ``pandas.read_csv(run/"log.csv")``.
 
-    def __init__(self, out: Path, enabled: bool, columns: list[str] | None = None):
+    ``resume_step``: the step training continues from. Rows of later steps (logged after the checkpoint a
+    killed run resumes from, and about to be logged again) are dropped first, so the log has one row per step.
+    """
+
+    def __init__(self, out: Path, enabled: bool, columns: list[str] | None = None, resume_step: int | None = None):
         self.out, self.enabled = out, enabled
         self.columns: list[str] | None = list(columns) if columns else None
         self._new = True
+        if enabled and resume_step is not None:
+            self._drop_rows_after(int(resume_step))
         if enabled and (out / "log.csv").is_file():
             with open(out / "log.csv", newline="") as fh:
                 header = next(csv.reader(fh), None)
             self.columns = header
             self._new = False
+
+    def _drop_rows_after(self, step: int) -> None:
+        """Rewrite log.csv / log.jsonl (atomically) without the rows of steps after ``step``."""
+        csv_path, jsonl_path = self.out / "log.csv", self.out / "log.jsonl"
+        if csv_path.is_file():
+            with open(csv_path, newline="") as fh:
+                lines = fh.read().splitlines(keepends=True)
+            rows = list(csv.reader(lines))
+            if rows and "step" in rows[0]:
+                col = rows[0].index("step")
+                keep = [lines[0]] + [line for line, r in zip(lines[1:], rows[1:]) if not _after(r[col:col + 1], step)]
+                if len(keep) != len(lines):
+                    atomic_write_text(csv_path, "".join(keep))
+        if jsonl_path.is_file():
+            lines = jsonl_path.read_text(encoding="utf-8").splitlines(keepends=True)
+            keep = [line for line in lines if not _after([str(_json_step(line))], step)]
+            if len(keep) != len(lines):
+                atomic_write_text(jsonl_path, "".join(keep))
 
     def write(self, row: dict[str, Any]) -> None:
         if not self.enabled:
@@ -363,6 +394,20 @@ class RunLog:
             if new:
                 w.writeheader()
             w.writerow(row)
+
+
+def _after(cell: list[str], step: int) -> bool:
+    try:
+        return int(float(cell[0])) > step
+    except (IndexError, ValueError):
+        return False
+
+
+def _json_step(line: str) -> Any:
+    try:
+        return json.loads(line).get("step")
+    except (ValueError, AttributeError):
+        return None
 
 
 class Progress:

@@ -30,13 +30,15 @@ class DataError(ValueError):
 
 
 def find_images(root: str | Path) -> list[Path]:
-    """Sorted image paths below ``root`` (recursive, by extension, hidden files skipped)."""
+    """Sorted image paths below ``root`` (recursive, by extension). Hidden files and folders (a name starting
+    with ".") below ``root`` are skipped; the path of ``root`` itself may contain any (``../data``, ``~/.cache/x``)."""
     root = Path(root)
     if not root.is_dir():
         raise DataError(f"data folder {root} does not exist or is not a folder")
     files = sorted(
         p for p in root.rglob("*")
-        if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS and not any(part.startswith(".") for part in p.parts)
+        if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS
+        and not any(part.startswith(".") for part in p.relative_to(root).parts)
     )
     if not files:
         raise DataError(f"no images found in {root} (looked recursively for {', '.join(IMAGE_EXTENSIONS)})")

@@ -191,6 +191,7 @@ def _train(a, env: common.DistEnv) -> dict:
         model = ScaleModel(cfg, s)  # raises for a bad --scale
     fingerprint = config_fingerprint(cfg)
     resume_from = common.find_resume(out, a.resume)
+    common.remove_stale_temps(out, env)
     if a.resume == "never" and (out / "checkpoints" / common.CHECKPOINT_NAME).is_file():
         raise SystemExit(f"{out} already holds a run; use another --out or --resume auto")
     cs = _load_data(a, cfg, env, out)
@@ -230,7 +231,7 @@ def _train(a, env: common.DistEnv) -> dict:
     gb = env.world * a.batch_size * a.accumulate
     common.steps_per_epoch(n_items, env.world, a.batch_size, a.accumulate)  # raises for too little data
     codes = cs.codes.reshape(n_items, n_tokens)
-    runlog = common.RunLog(out, env.is_main)
+    runlog = common.RunLog(out, env.is_main, resume_step=start)
     bar = common.Progress(stop, start, env.is_main and not a.no_progress, f"scale {s}", a.log_every)
     vq = None
     if env.is_main and a.sample_every > 0:

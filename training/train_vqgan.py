@@ -111,6 +111,7 @@ def _train(a, env, cfg: VQGANConfig, ds: ImageFolder, perceptual) -> dict:
     if a.resume == "never" and (out / "checkpoints" / common.CHECKPOINT_NAME).is_file():
         raise SystemExit(f"{out} already holds a run; use another --out or --resume auto")
     resume_from = common.find_resume(out, a.resume)
+    common.remove_stale_temps(out, env)
     torch.manual_seed(a.seed)
     model = VQGAN(cfg).to(env.device)
     disc = PatchDiscriminator(cfg.out_channels, n_layers=a.disc_layers).to(env.device)
@@ -161,7 +162,7 @@ def _train(a, env, cfg: VQGANConfig, ds: ImageFolder, perceptual) -> dict:
                                          collate_fn=_stack_images)
     it = iter(loader)
     runlog = common.RunLog(out, env.is_main, ["step", "lr", "loss", "l1", "lpips", "nll", "vq", "g", "d_weight", "d",
-                                              "logits_real", "logits_fake", "items_per_s"])
+                                              "logits_real", "logits_fake", "items_per_s"], resume_step=start)
     bar = common.Progress(stop, start, env.is_main and not a.no_progress, "vqgan", a.log_every)
     fixed = torch.stack([ds.load(i, 0) for i in range(min(a.sample_count, n))]) if env.is_main else None
     last_layer = model.last_decoder_layer_weight

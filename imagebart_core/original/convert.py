@@ -32,8 +32,10 @@ from typing import Any
 import numpy as np
 import torch
 
+from ..checkpoint import CONFIG_CHECKSUM_KEY, config_checksum
 from ..config import DECODER_ONLY, FORMAT_VERSION, ModelConfig
 from ..transformer import prefix_mask
+from ..validate import check_finite
 from . import keymap
 from .releases import RELEASES
 from .safe_pickle import OriginalFileError, load_checkpoint, state_dict_of
@@ -278,6 +280,7 @@ def plan_conversion(files: ReleaseFiles, weights: str = "ema", hash_files: bool 
         assert config is not None and expected is not None
         _check_schedule_buffers(sd, where, betas_np)
         scale_maps.append(_plan_scale(s, sd, raw, ema, config, expected, where, weights))
+        check_finite({k: sd[k] for k in [*scale_maps[-1].values(), *vqgan_map.values()] if k in sd}, where, ConversionError)
         if hash_files:
             info["sha256"] = _sha256(Path(ckpt_path))
         file_info.append(info)
@@ -468,6 +471,7 @@ def write_plan(plan: Plan, out: str | Path, overwrite: bool = False) -> Path:
     files = plan.files
     emb_key = plan.vqgan_map["vqgan.quantize.embedding.weight"]
     meta = {"format": FORMAT_NAME, "format_version": str(FORMAT_VERSION), "config": plan.config.to_json()}
+    meta[CONFIG_CHECKSUM_KEY] = config_checksum(meta["config"])
     # codebook_id needs the codebook bytes; read them from scale 1 before opening the writer
     first = state_dict_of(load_checkpoint(files.checkpoints[0]), files.checkpoints[0]) \
         if not emb_key.startswith("vqgan:") else None

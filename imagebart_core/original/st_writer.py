@@ -4,7 +4,8 @@ The safetensors layout is: an 8-byte little-endian header length ``N``, ``N`` by
 (``{name: {"dtype", "shape", "data_offsets": [begin, end]}, "__metadata__": {str: str}}``, padded
 with spaces), then the raw little-endian bytes of every tensor at its offsets. The header is known
 up front from the names, dtypes and shapes, so tensors can be written one at a time in any order.
-The file is written next to its destination and renamed into place at the end (atomic).
+The file is written next to its destination and renamed into place at the end (atomic); a temporary file
+left by a killed earlier write to the same destination is removed first.
 """
 
 from __future__ import annotations
@@ -16,6 +17,8 @@ import tempfile
 from pathlib import Path
 
 import torch
+
+from ..fileio import remove_stale_temps, temp_prefix
 
 _DTYPES = {
     torch.float32: ("F32", 4), torch.float16: ("F16", 2), torch.bfloat16: ("BF16", 2), torch.float64: ("F64", 8),
@@ -55,7 +58,8 @@ class StreamingSafetensorsWriter:
         self._total = offset
         self._written: set[str] = set()
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{self.path.name}.", suffix=".tmp", dir=str(self.path.parent))
+        remove_stale_temps(self.path)  # what a killed earlier conversion to this path left behind
+        fd, tmp = tempfile.mkstemp(prefix=temp_prefix(self.path), suffix=".tmp", dir=str(self.path.parent))
         self._tmp = Path(tmp)
         self._fh = os.fdopen(fd, "wb")
         self._overwrite = overwrite
