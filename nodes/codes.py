@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib
 
 import torch
 import torch.nn.functional as F
@@ -148,8 +147,6 @@ def grid_for(handle: ModelHandle, width: int, height: int) -> tuple[int, int]:
 
 #: A request whose estimated time is above this many seconds gets a warning on the node.
 SLOW_SECONDS = 120.0
-#: Without an estimate (no ``imagebart_core.budget``): warn from this many times the trained number of codes.
-SLOW_AREA_RATIO = 16
 
 
 def _load_device(handle: ModelHandle):
@@ -157,22 +154,11 @@ def _load_device(handle: ModelHandle):
     return patcher_device if patcher_device is not None else next(handle.model.parameters()).device
 
 
-def chain_estimate(handle: ModelHandle, grid: tuple[int, int], batch: int):
-    """``imagebart_core.budget.estimate_request`` for the whole chain at this grid and batch (an object with
-    ``seconds`` and ``describe()``), or None where the library has no budget module or the estimate fails."""
-    name = f"{ib.__name__}.budget"
-    try:
-        budget = importlib.import_module(name)
-    except ModuleNotFoundError as exc:
-        if exc.name != name:
-            raise
-        return None
-    try:
-        return budget.estimate_request(handle.model, grid=tuple(grid), batch=int(batch),
-                                       device=_load_device(handle), dtype=handle.dtype)
-    except Exception as exc:  # an estimate must never stop a run
-        logger.warning("ImageBART: no time estimate for grid %s, batch %d: %s", grid, batch, exc)
-        return None
+def chain_estimate(handle: ModelHandle, grid: tuple[int, int], batch: int) -> ib.RequestEstimate:
+    """The library's memory and time estimate (``ib.estimate_request``) for the whole chain at this grid and
+    batch on the device the model runs on."""
+    return ib.estimate_request(handle.model, grid=tuple(grid), batch=int(batch), device=_load_device(handle),
+                               dtype=handle.dtype)
 
 
 def _duration(seconds: float) -> str:
@@ -183,29 +169,17 @@ def _duration(seconds: float) -> str:
     return f"{seconds:.0f} s"
 
 
-def slow_size_warning(handle: ModelHandle, grid: tuple[int, int], batch: int, estimate=None) -> str | None:
-    """The warning for a request that will take very long, or None.
-
-    With an ``estimate`` (``seconds``, ``describe()``, from :func:`chain_estimate`): when it is above
-    SLOW_SECONDS. Without one: when the grid has SLOW_AREA_RATIO or more times the trained number of codes
-    (time grows about linearly with the number of codes)."""
+def slow_size_warning(handle: ModelHandle, grid: tuple[int, int], batch: int, estimate) -> str | None:
+    """The warning for a request whose ``estimate`` (an ``ib.RequestEstimate``: ``seconds``, ``describe()``)
+    is above SLOW_SECONDS, or None."""
+    seconds = float(estimate.seconds)
+    if seconds <= SLOW_SECONDS:
+        return None
     f = handle.factor
     th, tw = handle.image_size
-    size = f"{grid[1] * f}x{grid[0] * f} px, batch {batch}"
-    if estimate is not None:
-        seconds = float(estimate.seconds)
-        if seconds <= SLOW_SECONDS:
-            return None
-        return (f"{size} will take about {_duration(seconds)} for the whole chain on this device "
-                f"({estimate.describe()}). Cancel and choose a smaller size (trained: {tw}x{th} px) if that is "
-                "not what you want.")
-    trained = handle.model.config.grid
-    ratio = grid[0] * grid[1] / (trained[0] * trained[1])
-    if ratio < SLOW_AREA_RATIO:
-        return None
-    return (f"{size} has {ratio:.0f}x the codes of the trained size {tw}x{th} px: sampling takes about {ratio:.0f}x "
-            "as long as there (plus window switches), which can be very long. Cancel and choose a smaller size if "
-            "that is not what you want.")
+    return (f"{grid[1] * f}x{grid[0] * f} px, batch {batch} will take about {_duration(seconds)} for the whole "
+            f"chain on this device ({estimate.describe()}). Cancel and choose a smaller size (trained: {tw}x{th} "
+            "px) if that is not what you want.")
 
 
 def size_warnings(handle: ModelHandle, grid: tuple[int, int], batch: int) -> list[str]:

@@ -579,9 +579,6 @@ def test_a_size_that_takes_very_long_is_warned_about_in_the_ui(pack, monkeypatch
     slow = codes.slow_size_warning(h, (4, 4), 1, FakeEstimate(3 * 3600))
     assert "16x16 px, batch 1 will take about 3.0 h" in slow and "peak 123 MiB" in slow
     assert "about 20 min" in codes.slow_size_warning(h, (4, 4), 2, FakeEstimate(1200))
-    # without an estimate: from SLOW_AREA_RATIO times the trained number of codes
-    assert codes.slow_size_warning(h, (4, 8), 1) is None
-    assert "16x the codes of the trained size 16x16 px" in codes.slow_size_warning(h, (16, 16), 1)
     node = codes.ImageBARTRandomCodes
     on_node(monkeypatch, node, "51")
     on_node(monkeypatch, pack.chain.ImageBARTSample, "52")
@@ -591,20 +588,20 @@ def test_a_size_that_takes_very_long_is_warned_about_in_the_ui(pack, monkeypatch
         pack.chain.ImageBARTSample.execute(h, 16, 16, 1, 0, 1.0, 0, 1.0, 1.0)
         monkeypatch.setattr(codes, "chain_estimate", lambda handle, grid, batch: FakeEstimate(1.0))
         node.execute(h, 16, 16, 1, 0)
-        monkeypatch.setattr(codes, "chain_estimate", lambda handle, grid, batch: None)
-        node.execute(h, 64, 64, 1, 0)  # 1 s estimated before; now no estimate, 16x the trained codes
     texts = server.node_texts()
-    assert [n for n, _ in texts] == ["51", "52", "51", "51"]
+    assert [n for n, _ in texts] == ["51", "52", "51"]
     assert "will take about 2.0 h" in texts[0][1] and texts[0][1].startswith(WARN)
     assert "will take about 2.0 h" in texts[1][1]
-    assert texts[2][1] == "no warnings" and "16x the codes" in texts[3][1]
+    assert texts[2][1] == "no warnings"
 
 
-def test_chain_estimate_uses_the_librarys_budget_when_there_is_one(pack):
-    import importlib.util
+def test_the_slow_size_warning_comes_from_the_librarys_budget(pack):
+    import imagebart_core as ib
 
-    estimate = pack.codes.chain_estimate(pack.uncond, (4, 4), 1)
-    if importlib.util.find_spec("imagebart_core.budget") is None:
-        assert estimate is None  # this checkout has no budget module: the area rule warns instead
-    else:
-        assert estimate.seconds > 0 and isinstance(estimate.describe(), str)
+    h = pack.uncond
+    small = pack.codes.chain_estimate(h, (4, 4), 1)
+    assert isinstance(small, ib.RequestEstimate) and small.seconds > 0 and isinstance(small.describe(), str)
+    assert pack.codes.slow_size_warning(h, (4, 4), 1, small) is None  # the trained size is quick
+    huge = pack.codes.chain_estimate(h, (400, 400), 4)  # 10000x the trained codes: hours on a CPU
+    assert huge.seconds > pack.codes.SLOW_SECONDS and huge.seconds > 100 * small.seconds
+    assert "will take about" in pack.codes.slow_size_warning(h, (400, 400), 4, huge)
