@@ -18,7 +18,7 @@ from __future__ import annotations
 import dataclasses
 import json
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import Any
 
 #: Version of the native ``.safetensors`` model-file layout. Bump on incompatible changes.
 FORMAT_VERSION = 1
@@ -45,14 +45,6 @@ class VQGANConfig:
     embed_dim: int = 256  # codebook vector size
     n_embed: int = 1024  # full codebook size (before shrinking)
     dropout: float = 0.0
-    # Factorised codes (ViT-VQGAN, Yu et al. 2022): latents and codebook vectors are l2-normalised before the
-    # nearest-code search and decoding, so the search compares directions (cosine similarity). Off in the
-    # original release.
-    l2_normalized_codes: bool = False
-
-    # Fields added after format 1, written to JSON only when they differ from the default, so files of
-    # models that do not use them stay byte for byte what they were.
-    _OMIT_IF_DEFAULT: ClassVar[tuple[str, ...]] = ("l2_normalized_codes",)
 
     @property
     def factor(self) -> int:
@@ -243,9 +235,7 @@ class ModelConfig:
 
 def _to_plain(obj: Any) -> Any:
     if dataclasses.is_dataclass(obj):
-        omit = getattr(type(obj), "_OMIT_IF_DEFAULT", ())
-        return {f.name: _to_plain(getattr(obj, f.name)) for f in dataclasses.fields(obj)
-                if not (f.name in omit and getattr(obj, f.name) == f.default)}
+        return {f.name: _to_plain(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
     if isinstance(obj, (list, tuple)):
         return [_to_plain(v) for v in obj]
     if isinstance(obj, dict):

@@ -12,9 +12,6 @@ Two kinds of code ids exist:
 * **shrunk ids** index the sorted list ``used`` of the codes the transformers know, ``[0, K)`` with
   ``K = len(used)``; ``full = used[shrunk]``.
 
-With ``cfg.l2_normalized_codes`` (factorised codes, ViT-VQGAN) latents and codebook vectors are l2-normalised
-before the nearest-code search and before decoding; the stored ``quantize.embedding.weight`` stays raw.
-
 Encoding picks the nearest code of the FULL codebook; a code outside ``used`` (an "outlier") has no shrunk
 id and is replaced according to an outlier policy (see :meth:`VQGAN.to_shrunk`).
 
@@ -338,16 +335,6 @@ class VQGAN(nn.Module):
             raise ValueError(f"image size {h}x{w} is not a multiple of the VQGAN factor {f}")
         return self.quant_conv(self.encoder(images))  # [B, embed_dim, H/f, W/f]
 
-    def code_vectors(self) -> torch.Tensor:
-        """The codebook as the decoder sees it: ``[n_embed, embed_dim]`` (l2-normalised rows when
-        ``cfg.l2_normalized_codes``, else ``quantize.embedding.weight`` itself)."""
-        weight = self.quantize.embedding.weight
-        return F.normalize(weight, dim=1) if self.cfg.l2_normalized_codes else weight
-
-    def _search_latents(self, prequant: torch.Tensor) -> torch.Tensor:
-        """``[B, D, h, w]`` latents as compared with :meth:`code_vectors` (l2-normalised over D when configured)."""
-        return F.normalize(prequant, dim=1) if self.cfg.l2_normalized_codes else prequant
-
     @staticmethod
     def _nearest(prequant: torch.Tensor, codebook: torch.Tensor) -> torch.Tensor:
         """argmin over the rows of ``codebook`` [N, D] of ||z||^2 + ||e||^2 - 2 z.e; -> int64 [B, h, w]."""
@@ -371,11 +358,10 @@ class VQGAN(nn.Module):
             prequant: float ``[B, embed_dim, h, w]``.
 
         Returns:
-            int64 ``[B, h, w]`` full ids in ``[0, n_embed)`` (argmin of ||z||^2 + ||e||^2 - 2 z.e, in float32;
-            z and e l2-normalised first when ``cfg.l2_normalized_codes``).
+            int64 ``[B, h, w]`` full ids in ``[0, n_embed)`` (argmin of ||z||^2 + ||e||^2 - 2 z.e, in float32).
         """
         self._check_prequant(prequant)
-        return self._nearest(self._search_latents(prequant), self.code_vectors())
+        return self._nearest(prequant, self.quantize.embedding.weight)
 
     def to_shrunk(
         self,
@@ -420,7 +406,7 @@ class VQGAN(nn.Module):
                 raise ValueError(
                     f"prequant {tuple(prequant.shape)} does not match the id grid {tuple(ids.shape)} ([B, D, h, w])"
                 )
-            near = self._nearest(self._search_latents(prequant), self.code_vectors()[used])  # [B, h, w] in [0, K)
+            near = self._nearest(prequant, self.quantize.embedding.weight[used])  # [B, h, w] in [0, K)
             pos = torch.where(outlier, near.to(pos.device), pos)
         return pos
 
@@ -447,7 +433,7 @@ class VQGAN(nn.Module):
             raise ValueError(f"ids must be [B, h, w], got shape {tuple(full_ids.shape)}")
         if full_ids.numel() and (int(full_ids.min()) < 0 or int(full_ids.max()) >= self.cfg.n_embed):
             raise ValueError(f"full codebook ids must lie in [0, {self.cfg.n_embed})")
-        z_q = F.embedding(full_ids.to(torch.int64), self.code_vectors())  # [B, h, w, D]
+        z_q = self.quantize.embedding(full_ids.to(torch.int64))  # [B, h, w, D]
         z_q = z_q.permute(0, 3, 1, 2).contiguous()  # [B, D, h, w]
         return self.decode_latents(z_q)
 
@@ -496,12 +482,12 @@ class VQGAN(nn.Module):
 
         Returns:
             ``(z_q, loss, ids)``: z_q float ``[B, embed_dim, h, w]`` (value = nearest codes, gradient passes to
-            ``prequant``; with ``cfg.l2_normalized_codes`` z and the codes are the normalised ones), loss a float scalar ``mean((z_q.detach() - z)^2) + beta * mean((z_q - z.detach())^2)``,
+            ``prequant``), loss a float scalar ``mean((z_q.detach() - z)^2) + beta * mean((z_q - z.detach())^2)``,
             ids int64 ``[B, h, w]`` full-codebook ids.
         """
-        ids = self.nearest_codes(prequant)  # [B, h, w]
-        z = self._search_latents(prequant)  # [B, D, h, w]
-        z_q = F.embedding(ids, self.code_vectors()).permute(0, 3, 1, 2)  # [B, h, w, D] -> [B, D, h, w]
+        z = prequant
+        ids = self.nearest_codes(z)  # [B, h, w]
+        z_q = self.quantize.embedding(ids).permute(0, 3, 1, 2)  # [B, h, w, D] -> [B, D, h, w]
         loss = torch.mean((z_q.detach() - z) ** 2) + beta * torch.mean((z_q - z.detach()) ** 2)
         z_q = z + (z_q - z).detach()  # straight-through
         return z_q, loss, ids

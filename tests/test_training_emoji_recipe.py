@@ -30,7 +30,7 @@ def test_smoke_recipe_writes_two_loadable_models_and_its_record(tmp_path):
     metrics = json.loads((models / "emoji_metrics.json").read_text())
     assert metrics["vqgan"]["psnr_db"] > 0 and metrics["vqgan"]["full_codebook"]["codes_used"] >= 1
     class_model, text_model = ib.load_model(models / CLASS_MODEL), ib.load_model(models / TEXT_MODEL)
-    assert class_model.config.vqgan.l2_normalized_codes
+    assert class_model.config.vqgan.n_embed == SMOKE["vq_n_embed"]
     assert sorted(class_model.config.conditioning.class_names)[0] == "activities"
     for kind, model in (("class", class_model), ("text", text_model)):
         assert set(metrics[kind]["scales"]) == {"1", "2"}

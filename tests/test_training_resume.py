@@ -57,7 +57,7 @@ def test_scale_resume_is_bit_exact(tmp_path, scale):
     assert rows[0].startswith("step,epoch,lr,ce,kl,loss") and len(rows) == 1 + 7
 
 
-@pytest.mark.parametrize("extra", [[], ["--restart-dead-codes", "2", "--l2-codes"]], ids=["plain", "restarts-l2"])
+@pytest.mark.parametrize("extra", [[], ["--restart-dead-codes", "2"]], ids=["plain", "dead-code-restarts"])
 def test_vqgan_resume_is_bit_exact(tmp_path, extra):
     from training.make_shapes import write_shapes
     from training.train_vqgan import run

@@ -1,5 +1,4 @@
-"""Codebook usage, colour error and held-out evaluation of the VQGAN trainer; dead-code restarts;
-l2-normalised (factorised) codes in the library's VQGAN."""
+"""Codebook usage, colour error and held-out evaluation of the VQGAN trainer; dead-code restarts."""
 
 from __future__ import annotations
 
@@ -9,11 +8,10 @@ import math
 import pytest
 import torch
 
-from imagebart_core.config import ModelConfig, VQGANConfig, _to_plain
+from imagebart_core.config import VQGANConfig
 from imagebart_core.vqgan import VQGAN
 from training.codebook_restart import DeadCodeRestarter
 from training.common import DistEnv
-from training.files import load_vqgan, save_vqgan
 from training.vqgan_metrics import code_usage, evaluate_vqgan, reconstruction_errors
 
 TINY = VQGANConfig(base_channels=16, channel_mult=(1, 2, 2), num_res_blocks=1, attn_resolutions=(), resolution=16,
@@ -90,40 +88,6 @@ def test_dead_code_restart_moves_unused_codes_onto_encoder_outputs():
     r2.observe(torch.tensor([2, 0, 1]))
     r2.restart(5, again, z, None, DistEnv())
     assert torch.equal(again.quantize.embedding.weight[3:], after[3:])
-
-
-def test_l2_normalized_codes_compare_directions_and_decode_unit_vectors():
-    torch.manual_seed(0)
-    cfg = VQGANConfig(**{**TINY.__dict__, "l2_normalized_codes": True})
-    model = VQGAN(cfg).eval()
-    z = torch.randn(2, 8, 4, 4)
-    ids = model.nearest_codes(z)
-    assert torch.equal(model.nearest_codes(3.0 * z), ids)  # only the direction counts
-    scaled = VQGAN(cfg).eval()
-    scaled.load_state_dict(model.state_dict())
-    with torch.no_grad():
-        scaled.quantize.embedding.weight.mul_(torch.linspace(0.5, 4.0, 48)[:, None])
-    assert torch.equal(scaled.nearest_codes(z), ids)
-    assert torch.allclose(scaled.decode_full_ids(ids), model.decode_full_ids(ids), atol=1e-5)
-    z_q, loss, st_ids = model.quantize_st(z)
-    assert torch.equal(st_ids, ids) and torch.allclose(z_q.norm(dim=1), torch.ones(2, 4, 4), atol=1e-5)
-    plain = VQGAN(TINY).eval()
-    plain.load_state_dict(model.state_dict())  # same weights, raw codes: another decoding
-    assert not torch.allclose(plain.decode_full_ids(ids), model.decode_full_ids(ids))
-
-
-def test_l2_setting_is_stored_only_when_on_and_round_trips(tmp_path):
-    assert "l2_normalized_codes" not in _to_plain(TINY)  # files of existing models keep their bytes
-    on = VQGANConfig(**{**TINY.__dict__, "l2_normalized_codes": True})
-    assert _to_plain(on)["l2_normalized_codes"] is True
-    assert ModelConfig.from_dict(json.loads(json.dumps(ModelConfig(vqgan=on).to_dict()))).vqgan == on
-    torch.manual_seed(0)
-    model = VQGAN(on).eval()
-    path = save_vqgan(model.state_dict(), on, tmp_path / "vq.safetensors")
-    loaded = load_vqgan(path)
-    assert loaded.cfg.l2_normalized_codes
-    ids = torch.randint(0, 48, (1, 4, 4))
-    assert torch.equal(loaded.decode_full_ids(ids), model.decode_full_ids(ids))
 
 
 def test_trainer_logs_usage_and_held_out_metrics(tmp_path):

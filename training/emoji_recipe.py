@@ -56,8 +56,7 @@ class EmojiRecipeSettings:
     vq_base_channels: int = 16
     vq_channel_mult: tuple[int, ...] = (1, 2, 2, 4)
     vq_z_channels: int = 64
-    vq_embed_dim: int = 8
-    vq_l2_codes: bool = True
+    vq_embed_dim: int = 64
     vq_n_embed: int = 1024
     vq_restart_every: int = 100
     vq_steps: int = 6000
@@ -109,7 +108,7 @@ class EmojiRecipe(Recipe):
         atomic_write_text(vq_cfg, json.dumps({
             "base_channels": s.vq_base_channels, "channel_mult": list(s.vq_channel_mult), "num_res_blocks": 1,
             "attn_resolutions": [], "resolution": s.image_size, "z_channels": s.vq_z_channels,
-            "embed_dim": s.vq_embed_dim, "n_embed": s.vq_n_embed, "l2_normalized_codes": s.vq_l2_codes,
+            "embed_dim": s.vq_embed_dim, "n_embed": s.vq_n_embed,
         }))
         vq = w / "vqgan" / "vqgan.safetensors"
         if not self._done(vq):

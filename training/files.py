@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 from pathlib import Path
@@ -18,7 +19,7 @@ import numpy as np
 import torch
 from safetensors import safe_open
 
-from imagebart_core.config import ModelConfig, VQGANConfig, _from_plain, _to_plain
+from imagebart_core.config import ModelConfig, VQGANConfig, _from_plain
 from imagebart_core.fileio import atomic_path, atomic_write_text, save_safetensors
 from imagebart_core.vqgan import VQGAN, _check_used
 
@@ -52,7 +53,7 @@ def vqgan_config_from_dict(data: dict) -> VQGANConfig:
 
 def save_vqgan(state: dict[str, torch.Tensor], cfg: VQGANConfig, path: str | Path, info: dict | None = None) -> Path:
     """Write VQGAN weights (a ``VQGAN.state_dict()``) with its config."""
-    meta = {"format": VQGAN_FORMAT, "config": json.dumps(_to_plain(cfg)), "info": json.dumps(info or {})}
+    meta = {"format": VQGAN_FORMAT, "config": json.dumps(dataclasses.asdict(cfg)), "info": json.dumps(info or {})}
     return _atomic_safetensors(state, Path(path), meta)
 
 

@@ -7,6 +7,11 @@ weighted adaptively from the gradients at the decoder's last layer and switched 
 the codebook / commitment loss. LPIPS needs torchvision's VGG16 weights once: without them cached the run
 stops and says how to proceed (``--allow-download``, or ``--no-perceptual`` to train without the term).
 
+Measured as it trains (``log.csv``): the codebook usage of each batch (``codes_used``, ``perplexity``) and, with
+``--val-data``, on held-out images every ``--val-every`` steps and at the end (``val_psnr``, ``val_mae``,
+``val_colour_err``, ``val_codes_used``, ``val_perplexity``; the final figures also in ``metrics.json``; see
+training.vqgan_metrics). ``--restart-dead-codes N`` revives codes unused for N steps (training.codebook_restart).
+
 Writes to OUT: ``vqgan.safetensors`` (for training.shrink_codebook / model_config / assemble; EMA weights
 when ``--ema-decay`` > 0), ``checkpoints/last.pt`` (exact resume), ``log.csv``, ``samples/step_*.png``
 (top: originals, bottom: reconstructions). Many GPUs: launch with torchrun (docs/training.md).
@@ -24,7 +29,7 @@ from pathlib import Path
 import torch
 from torch.nn.parallel import DistributedDataParallel as DDP
 
-from imagebart_core.config import VQGANConfig, _to_plain
+from imagebart_core.config import VQGANConfig
 from imagebart_core.fileio import atomic_write_text
 from imagebart_core.vqgan import VQGAN
 
@@ -76,8 +81,6 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--sample-count", type=int, default=8)
     g = p.add_argument_group("codebook")
     g.add_argument("--embed-dim", type=int, default=None, help="code vector size (overrides the preset)")
-    g.add_argument("--l2-codes", action="store_true", help="l2-normalised codes: nearest code by cosine "
-                   "similarity (factorised codes; use with a small --embed-dim such as 8)")
     g.add_argument("--restart-dead-codes", type=int, default=0, metavar="N",
                    help="every N steps, move codes no encoder output used in those N steps onto encoder outputs "
                    "of the batch (0 = off)")
@@ -100,8 +103,6 @@ def vqgan_config_from_args(a) -> VQGANConfig:
         cfg.n_embed = a.n_embed
     if a.embed_dim:
         cfg.embed_dim = a.embed_dim
-    if a.l2_codes:
-        cfg.l2_normalized_codes = True
     if a.image_size % cfg.factor:
         raise SystemExit(f"--image-size {a.image_size} is not a multiple of the VQGAN factor {cfg.factor}")
     return cfg
@@ -159,7 +160,7 @@ def _train(a, env, cfg: VQGANConfig, ds: ImageFolder, perceptual, val: ImageFold
         ck = common.load_checkpoint(resume_from)
         if ck.get("kind") != "vqgan":
             raise SystemExit(f"{resume_from} is not a VQGAN checkpoint")
-        if vqgan_config_from_dict(json.loads(ck.get("vqgan_config", "{}"))) != cfg:
+        if ck.get("vqgan_config") != json.dumps(cfg.__dict__, default=list):
             raise SystemExit(f"{resume_from} was trained with another VQGAN architecture; use a new --out")
         parts = {"model": model, "disc": disc, "opt_g": opt_g, "opt_d": opt_d, "scaler_g": scaler_g,
                  "scaler_d": scaler_d}
@@ -292,7 +293,7 @@ def _checkpoint(out, env, cfg, model, disc, opt_g, opt_d, scaler_g, scaler_d, em
     states = common.all_gather_objects(env, common.rng_state())
     if env.is_main:
         common.save_checkpoint(out / "checkpoints" / common.CHECKPOINT_NAME, {
-            "kind": "vqgan", "step": step, "vqgan_config": json.dumps(_to_plain(cfg)),
+            "kind": "vqgan", "step": step, "vqgan_config": json.dumps(cfg.__dict__, default=list),
             "model": model.state_dict(), "disc": disc.state_dict(), "opt_g": opt_g.state_dict(),
             "opt_d": opt_d.state_dict(), "scaler_g": scaler_g.state_dict(), "scaler_d": scaler_d.state_dict(),
             "ema": ema.state_dict() if ema is not None else None, "rng": states,
