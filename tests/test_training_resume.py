@@ -57,7 +57,8 @@ def test_scale_resume_is_bit_exact(tmp_path, scale):
     assert rows[0].startswith("step,epoch,lr,ce,kl,loss") and len(rows) == 1 + 7
 
 
-def test_vqgan_resume_is_bit_exact(tmp_path):
+@pytest.mark.parametrize("extra", [[], ["--restart-dead-codes", "2"]], ids=["plain", "dead-code-restarts"])
+def test_vqgan_resume_is_bit_exact(tmp_path, extra):
     from training.make_shapes import write_shapes
     from training.train_vqgan import run
 
@@ -65,14 +66,16 @@ def test_vqgan_resume_is_bit_exact(tmp_path):
     common = ["--data", str(data), "--image-size", "16", "--preset", "tiny", "--no-perceptual", "--disc-start", "2",
               "--disc-layers", "1", "--batch-size", "2", "--lr", "1e-3", "--workers", "0", "--sample-every", "0",
               "--no-progress", "--device", "cpu", "--max-steps", "5", "--ema-decay", "0.9", "--random-crop",
-              "--hflip"]
+              "--hflip", *extra]
     run(common + ["--out", str(tmp_path / "a")])
     run(common + ["--out", str(tmp_path / "b"), "--stop-after", "3"])
     run(common + ["--out", str(tmp_path / "b")])
     a = load_checkpoint(tmp_path / "a" / "checkpoints" / CHECKPOINT_NAME)
     b = load_checkpoint(tmp_path / "b" / "checkpoints" / CHECKPOINT_NAME)
-    for key in ("model", "disc", "opt_g", "opt_d", "ema", "step"):
+    for key in ("model", "disc", "opt_g", "opt_d", "ema", "step", "dead_code_restarts"):
         _assert_same(a[key], b[key], key)
+    if extra:  # codes were restarted at steps 2 and 4, across the stop at step 3
+        assert a["dead_code_restarts"]["total_restarted"] > 0
 
 
 def test_resume_never_refuses_an_existing_run(tmp_path):

@@ -194,7 +194,6 @@ def evaluate(outputs: dict[str, Path], val_folders: dict[str, Path], image_size:
     import imagebart_core as ib
 
     from .data import ImageFolder
-    from .scale_loss import StepNoise, make_targets, scale_loss
 
     results = {}
     for kind, path in outputs.items():
@@ -211,16 +210,7 @@ def evaluate(outputs: dict[str, Path], val_folders: dict[str, Path], image_size:
         labels = torch.tensor([ds.labels[i] for i in range(len(ds))])
         captions = [ds.caption(i) for i in range(len(ds))]
         cond = model.class_condition(labels.tolist()) if kind == "class" else model.text_condition(captions)
-        scales = {}
-        for scale in range(1, model.n_scales + 1):
-            noise = StepNoise.draw(torch.Generator().manual_seed(seed + scale), x1.shape[0], x1.shape[1], k)
-            t = make_targets(model.diffusion, scale, x1, noise)
-            logits = model.scale_logits(scale, t.x_in, t.target, cond)
-            loss, _ = scale_loss(logits, t, scale)
-            uniform, _ = scale_loss(torch.zeros_like(logits), t, scale)
-            scales[str(scale)] = {"loss": round(float(loss), 4), "uniform_model": round(float(uniform), 4),
-                                  "log_K": round(math.log(k), 4),
-                                  "kind": "cross-entropy" if scale == 1 else "KL to the posterior"}
+        scales = scale_validation_losses(model, x1, cond, seed)
         t0 = time.perf_counter()
         model.sample(4, cond=cond.select([0, 1, 2, 3]), seed=0)
         sample_s = time.perf_counter() - t0
@@ -229,6 +219,26 @@ def evaluate(outputs: dict[str, Path], val_folders: dict[str, Path], image_size:
         if kind == "class":
             results[kind]["class_samples_detected"] = class_detection_rate(model)
     return results
+
+
+@torch.no_grad()
+def scale_validation_losses(model, x1: torch.Tensor, cond, seed: int = 0) -> dict[str, dict]:
+    """Each scale's loss on clean codes ``x1`` (int64 ``[N, n_tokens]``, shrunk ids) under condition ``cond``, next
+    to the loss of a uniform model (all logits equal) and log K; the chain's noise is drawn with ``seed + scale``."""
+    from .scale_loss import StepNoise, make_targets, scale_loss
+
+    k = model.config.vocab_size
+    scales = {}
+    for scale in range(1, model.n_scales + 1):
+        noise = StepNoise.draw(torch.Generator().manual_seed(seed + scale), x1.shape[0], x1.shape[1], k)
+        t = make_targets(model.diffusion, scale, x1, noise)
+        logits = model.scale_logits(scale, t.x_in, t.target, cond)
+        loss, _ = scale_loss(logits, t, scale)
+        uniform, _ = scale_loss(torch.zeros_like(logits), t, scale)
+        scales[str(scale)] = {"loss": round(float(loss), 4), "uniform_model": round(float(uniform), 4),
+                              "log_K": round(math.log(k), 4),
+                              "kind": "cross-entropy" if scale == 1 else "KL to the posterior"}
+    return scales
 
 
 @torch.no_grad()

@@ -7,6 +7,11 @@ weighted adaptively from the gradients at the decoder's last layer and switched 
 the codebook / commitment loss. LPIPS needs torchvision's VGG16 weights once: without them cached the run
 stops and says how to proceed (``--allow-download``, or ``--no-perceptual`` to train without the term).
 
+Measured as it trains (``log.csv``): the codebook usage of each batch (``codes_used``, ``perplexity``) and, with
+``--val-data``, on held-out images every ``--val-every`` steps and at the end (``val_psnr``, ``val_mae``,
+``val_colour_err``, ``val_codes_used``, ``val_perplexity``; the final figures also in ``metrics.json``; see
+training.vqgan_metrics). ``--restart-dead-codes N`` revives codes unused for N steps (training.codebook_restart).
+
 Writes to OUT: ``vqgan.safetensors`` (for training.shrink_codebook / model_config / assemble; EMA weights
 when ``--ema-decay`` > 0), ``checkpoints/last.pt`` (exact resume), ``log.csv``, ``samples/step_*.png``
 (top: originals, bottom: reconstructions). Many GPUs: launch with torchrun (docs/training.md).
@@ -25,15 +30,20 @@ import torch
 from torch.nn.parallel import DistributedDataParallel as DDP
 
 from imagebart_core.config import VQGANConfig
+from imagebart_core.fileio import atomic_write_text
 from imagebart_core.vqgan import VQGAN
 
 from . import common
+from .codebook_restart import DeadCodeRestarter
 from .data import DataError, ImageFolder
 from .files import save_vqgan, vqgan_config_from_dict
 from .train_scale import save_png
 from .vqgan_loss import PatchDiscriminator, PerceptualWeightsMissing, VQGANLoss, make_lpips
+from .vqgan_metrics import code_usage, evaluate_vqgan
 
 log = logging.getLogger(__name__)
+
+VAL_COLUMNS = ["val_psnr", "val_mae", "val_colour_err", "val_codes_used", "val_perplexity"]
 
 VQGAN_PRESETS: dict[str, VQGANConfig] = {
     # for tests and smoke runs: factor 4, 48 codes
@@ -69,6 +79,16 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--codebook-weight", type=float, default=1.0)
     g.add_argument("--disc-layers", type=int, default=3)
     g.add_argument("--sample-count", type=int, default=8)
+    g = p.add_argument_group("codebook")
+    g.add_argument("--embed-dim", type=int, default=None, help="code vector size (overrides the preset)")
+    g.add_argument("--restart-dead-codes", type=int, default=0, metavar="N",
+                   help="every N steps, move codes no encoder output used in those N steps onto encoder outputs "
+                   "of the batch (0 = off)")
+    g = p.add_argument_group("held-out evaluation")
+    g.add_argument("--val-data", default=None, help="held-out image folder: PSNR, colour error and codebook usage "
+                   "are measured on it every --val-every steps and at the end (log.csv val_*, metrics.json)")
+    g.add_argument("--val-every", type=int, default=1000, help="held-out evaluation interval (0 = only at the end)")
+    g.add_argument("--val-images", type=int, default=512, help="at most this many held-out images (default 512)")
     common.add_trainer_args(p, lr=7.2e-5, batch=8, steps=200_000, warmup=0, ema=0.0)
     p.set_defaults(beta1=0.5, beta2=0.9, weight_decay=0.0, lr_start=None)
     return p
@@ -81,6 +101,8 @@ def vqgan_config_from_args(a) -> VQGANConfig:
         cfg = VQGANConfig(**{**VQGAN_PRESETS[a.preset].__dict__})
     if a.n_embed:
         cfg.n_embed = a.n_embed
+    if a.embed_dim:
+        cfg.embed_dim = a.embed_dim
     if a.image_size % cfg.factor:
         raise SystemExit(f"--image-size {a.image_size} is not a multiple of the VQGAN factor {cfg.factor}")
     return cfg
@@ -97,16 +119,17 @@ def run(argv=None) -> dict:
             raise SystemExit(f"error: {exc}") from None
     try:
         ds = ImageFolder(a.data, a.image_size, random_crop=a.random_crop, hflip=a.hflip, seed=a.seed)
+        val = ImageFolder(a.val_data, a.image_size) if a.val_data else None
     except DataError as exc:
         raise SystemExit(f"error: {exc}") from None
     env = common.init_distributed(a.device)
     try:
-        return _train(a, env, cfg, ds, perceptual)
+        return _train(a, env, cfg, ds, perceptual, val)
     finally:
         common.cleanup_distributed()
 
 
-def _train(a, env, cfg: VQGANConfig, ds: ImageFolder, perceptual) -> dict:
+def _train(a, env, cfg: VQGANConfig, ds: ImageFolder, perceptual, val: ImageFolder | None = None) -> dict:
     out = Path(a.out)
     if a.resume == "never" and (out / "checkpoints" / common.CHECKPOINT_NAME).is_file():
         raise SystemExit(f"{out} already holds a run; use another --out or --resume auto")
@@ -132,6 +155,7 @@ def _train(a, env, cfg: VQGANConfig, ds: ImageFolder, perceptual) -> dict:
         group["lr_scale"] = a.disc_lr_mult
     scaler_g, scaler_d = common.make_scaler(precision, env.device), common.make_scaler(precision, env.device)
     ema = common.EMA(model, a.ema_decay) if a.ema_decay > 0 else None
+    restarter = DeadCodeRestarter(cfg.n_embed, a.restart_dead_codes, a.seed)
     start = 0
     if resume_from is not None:
         ck = common.load_checkpoint(resume_from)
@@ -142,6 +166,8 @@ def _train(a, env, cfg: VQGANConfig, ds: ImageFolder, perceptual) -> dict:
         parts = {"model": model, "disc": disc, "opt_g": opt_g, "opt_d": opt_d, "scaler_g": scaler_g,
                  "scaler_d": scaler_d}
         start = common.restore_training_state(ck, parts, ema, env)
+        if ck.get("dead_code_restarts") is not None:
+            restarter.load_state_dict(ck["dead_code_restarts"])
         if env.is_main:
             log.info("resuming the VQGAN from %s at step %d", resume_from, start)
     dev_ids = [env.device.index] if env.device.type == "cuda" else None
@@ -162,11 +188,12 @@ def _train(a, env, cfg: VQGANConfig, ds: ImageFolder, perceptual) -> dict:
                                          collate_fn=_stack_images)
     it = iter(loader)
     runlog = common.RunLog(out, env.is_main, ["step", "lr", "loss", "l1", "lpips", "nll", "vq", "g", "d_weight", "d",
-                                              "logits_real", "logits_fake", "items_per_s"], resume_step=start)
+                                              "logits_real", "logits_fake", "codes_used", "perplexity",
+                                              "codes_restarted", *VAL_COLUMNS, "items_per_s"], resume_step=start)
     bar = common.Progress(stop, start, env.is_main and not a.no_progress, "vqgan", a.log_every)
     fixed = torch.stack([ds.load(i, 0) for i in range(min(a.sample_count, n))]) if env.is_main else None
     last_layer = model.last_decoder_layer_weight
-    t_last, items_since, last_stats = time.time(), 0, {}
+    t_last, items_since, last_stats, last_val = time.time(), 0, {}, None
     model.train()
     disc.train()
     for step in range(start, stop):
@@ -183,9 +210,11 @@ def _train(a, env, cfg: VQGANConfig, ds: ImageFolder, perceptual) -> dict:
             last = m == a.accumulate - 1
             with common.accumulation_sync(g_model, env.distributed, last):
                 with common.autocast(precision, env.device):
-                    x_rec, q_loss, _ = g_model(x)
+                    x_rec, q_loss, ids = g_model(x)
                 loss, stats = loss_fn.generator_loss(x, x_rec, q_loss, step, last_layer,
                                                      disc=d_model if gan else None)
+                stats.update(code_usage(ids, cfg.n_embed))  # this micro-batch's codes
+                restarter.observe(ids)
                 scaler_g.scale(loss / a.accumulate).backward()
             if gan:
                 with common.accumulation_sync(d_model, env.distributed, last):
@@ -199,14 +228,25 @@ def _train(a, env, cfg: VQGANConfig, ds: ImageFolder, perceptual) -> dict:
         common.optimizer_step(scaler_g, opt_g, model.parameters(), a.grad_clip)
         if gan:
             common.optimizer_step(scaler_d, opt_d, disc.parameters())
+        restarted = None
+        if restarter.due(step + 1):
+            with torch.no_grad():
+                restarted = restarter.restart(step + 1, model, model.encode_prequant(x), opt_g, env)
         if ema is not None:
             ema.update(model)
         items_since += gb
         done = step + 1
-        if done % a.log_every == 0 or done == stop:
+        val_row = {}
+        if val is not None and env.is_main and ((a.val_every > 0 and done % a.val_every == 0) or done == stop):
+            last_val = _evaluate(model, ema, val, a, env)
+            val_row = {f"val_{k}": v for k, v in last_val.items() if f"val_{k}" in VAL_COLUMNS}
+        if done % a.log_every == 0 or done == stop or val_row or restarted:
             stats = {k: common.mean_across(env, v) for k, v in sorted(sums.items())}
             now = time.time()
-            row = {"step": done, "lr": lr, **stats, "items_per_s": items_since / max(now - t_last, 1e-9)}
+            row = {"step": done, "lr": lr, **stats, **val_row,
+                   "items_per_s": items_since / max(now - t_last, 1e-9)}
+            if restarted is not None:
+                row["codes_restarted"] = restarted
             t_last, items_since = now, 0
             runlog.write(row)
             last_stats = stats
@@ -214,9 +254,23 @@ def _train(a, env, cfg: VQGANConfig, ds: ImageFolder, perceptual) -> dict:
         if env.is_main and a.sample_every > 0 and (done % a.sample_every == 0 or done == stop):
             _samples(model, fixed, env, out / "samples" / f"step_{done:07d}.png")
         if done % a.ckpt_every == 0 or done == stop:
-            _checkpoint(out, env, cfg, model, disc, opt_g, opt_d, scaler_g, scaler_d, ema, done)
+            _checkpoint(out, env, cfg, model, disc, opt_g, opt_d, scaler_g, scaler_d, ema, restarter, done)
     bar.close()
-    return {"step": stop, "stats": last_stats, "out": str(out), "weights": str(out / "vqgan.safetensors")}
+    if last_val is not None and env.is_main:
+        atomic_write_text(out / "metrics.json", json.dumps({"step": stop, "heldout": last_val, "data": str(a.val_data),
+                                                            "restarted_codes": restarter.total_restarted},
+                                                           indent=1) + "\n")
+    return {"step": stop, "stats": last_stats, "val": last_val, "out": str(out),
+            "weights": str(out / "vqgan.safetensors")}
+
+
+def _evaluate(model: VQGAN, ema, val: ImageFolder, a, env) -> dict[str, float]:
+    """Held-out metrics of the weights that get exported (the EMA weights when EMA is on)."""
+    if ema is None:
+        return evaluate_vqgan(model, val, a.batch_size, a.val_images, env.device)
+    shadow = VQGAN(model.cfg).to(env.device)
+    shadow.load_state_dict(ema.weights(model))
+    return evaluate_vqgan(shadow, val, a.batch_size, a.val_images, env.device)
 
 
 def _stack_images(items: list[dict]) -> torch.Tensor:
@@ -236,7 +290,7 @@ def _samples(model: VQGAN, fixed: torch.Tensor, env, path: Path) -> None:
     save_png(img.permute(2, 0, 3, 1, 4).reshape(c, 2 * h, b * w), path)
 
 
-def _checkpoint(out, env, cfg, model, disc, opt_g, opt_d, scaler_g, scaler_d, ema, step) -> None:
+def _checkpoint(out, env, cfg, model, disc, opt_g, opt_d, scaler_g, scaler_d, ema, restarter, step) -> None:
     states = common.all_gather_objects(env, common.rng_state())
     if env.is_main:
         common.save_checkpoint(out / "checkpoints" / common.CHECKPOINT_NAME, {
@@ -244,6 +298,7 @@ def _checkpoint(out, env, cfg, model, disc, opt_g, opt_d, scaler_g, scaler_d, em
             "model": model.state_dict(), "disc": disc.state_dict(), "opt_g": opt_g.state_dict(),
             "opt_d": opt_d.state_dict(), "scaler_g": scaler_g.state_dict(), "scaler_d": scaler_d.state_dict(),
             "ema": ema.state_dict() if ema is not None else None, "rng": states,
+            "dead_code_restarts": restarter.state_dict(),
         })
         weights = ema.weights(model) if ema is not None else {k: v.detach().cpu() for k, v in model.state_dict().items()}
         save_vqgan(weights, cfg, out / "vqgan.safetensors", info={"step": step, "ema": ema is not None})

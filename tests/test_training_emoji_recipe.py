@@ -1,0 +1,39 @@
+"""The emoji recipe runs end to end at toy sizes (slow: about a dozen training processes)."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+
+import pytest
+import torch
+
+from training.emoji_catalog import EMOJI_TEST_PATH
+from training.make_emoji import FONT_PATH
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not FONT_PATH.is_file() or not EMOJI_TEST_PATH.is_file(),
+                    reason="needs fonts-noto-color-emoji and unicode-data (apt-get install ...)")
+def test_smoke_recipe_writes_two_loadable_models_and_its_record(tmp_path):
+    import imagebart_core as ib
+    from training.emoji_recipe import CLASS_MODEL, SMOKE, TEXT_MODEL, EmojiRecipeSettings, main
+
+    models = tmp_path / "models"
+    main(["--work", str(tmp_path / "work"), "--models", str(models), "--smoke"])
+    record = json.loads((models / "emoji_recipe.json").read_text())
+    expected = dataclasses.replace(EmojiRecipeSettings(), **SMOKE)
+    assert record["settings"] == json.loads(json.dumps(dataclasses.asdict(expected)))
+    assert set(record["step_seconds"]) == {"data", "vqgan", "shrink", "configs", "codes", "scales", "assemble",
+                                           "evaluate"}
+    assert record["data"]["emoji"]["heldout"] > 0 and record["data"]["sources"]["font_package"]
+    metrics = json.loads((models / "emoji_metrics.json").read_text())
+    assert metrics["vqgan"]["psnr_db"] > 0 and metrics["vqgan"]["full_codebook"]["codes_used"] >= 1
+    class_model, text_model = ib.load_model(models / CLASS_MODEL), ib.load_model(models / TEXT_MODEL)
+    assert class_model.config.vqgan.n_embed == SMOKE["vq_n_embed"]
+    assert sorted(class_model.config.conditioning.class_names)[0] == "activities"
+    for kind, model in (("class", class_model), ("text", text_model)):
+        assert set(metrics[kind]["scales"]) == {"1", "2"}
+    cond = text_model.text_condition(["grinning face"])
+    images = text_model.decode(text_model.sample(1, cond=cond, seed=0))
+    assert tuple(images.shape) == (1, 3, 64, 64) and torch.isfinite(images).all()

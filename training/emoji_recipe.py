@@ -1,0 +1,231 @@
+"""A recipe for colour-emoji models: data, VQGAN, shrink, two chains, assembly and evaluation in one command.
+
+    python -m training.emoji_recipe --work runs/emoji --models runs/emoji/models
+    python -m training.emoji_recipe --work /tmp/emoji-smoke --models /tmp/emoji-smoke/models --smoke
+
+It renders the Noto Color Emoji data set (``training.make_emoji``: 64x64, the nine Unicode emoji groups as
+classes, CLDR names as captions, a fixed held-out split), trains the VQGAN on the training split with held-out
+PSNR / colour error / codebook usage in its log (L1 + codebook loss; no LPIPS, whose VGG weights cannot be
+downloaded offline, and no GAN, to keep it fast on a CPU), shrinks the codebook, and trains two chains on the
+same codes: one conditioned on the group (class), one on the caption (text), both with condition dropout so
+they also sample unconditionally and support guidance. Each chain is assembled into one model file
+(transformers in fp16) and evaluated on the held-out split: VQGAN PSNR, colour error and codebook usage, each
+scale's validation loss next to a uniform model, sampling time.
+
+Status: a skeleton. The settings below are the measured VQGAN choice (docs/training.md, "Colour emoji") and
+a first guess for the chains; the bundled demo models are still the shapes models of training.demo_recipe.
+
+Every step is resumable: a step whose output exists is skipped (``--force`` redoes all). Settings, seeds and
+the wall time of each step go to ``<models>/emoji_recipe.json``, the metrics to ``<models>/emoji_metrics.json``.
+``--smoke`` runs the whole pipeline at toy sizes (a handful of emoji, a few steps per stage) to check that it
+works; its files say nothing about quality.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from imagebart_core.fileio import atomic_write_text
+
+from .demo_recipe import Recipe, _python, scale_validation_losses
+
+log = logging.getLogger("training.emoji_recipe")
+
+CLASS_MODEL = "imagebart-emoji-class.safetensors"
+TEXT_MODEL = "imagebart-emoji-text.safetensors"
+
+
+@dataclass
+class EmojiRecipeSettings:
+    """Everything that decides the model files."""
+
+    image_size: int = 64
+    variants: int = 4  # training pictures per emoji (the first canonical, the others augmented)
+    heldout_fraction: float = 0.1
+    data_seed: int = 0
+    per_group: int | None = None  # all emoji (smoke runs take a few per group)
+    # VQGAN: factor 8 (8x8 codes at 64 px)
+    vq_base_channels: int = 16
+    vq_channel_mult: tuple[int, ...] = (1, 2, 2, 4)
+    vq_z_channels: int = 64
+    vq_embed_dim: int = 64
+    vq_n_embed: int = 1024
+    vq_restart_every: int = 100
+    vq_steps: int = 6000
+    vq_batch: int = 16
+    vq_lr: float = 5e-4
+    vq_warmup: int = 100
+    vq_val_every: int = 1000
+    # the chains
+    n_scales: int = 3
+    dim: int = 128
+    heads: int = 4
+    dim_head: int = 32
+    depth: int = 2
+    decoder_depth: int = 2
+    top_depth: int = 3
+    text_length: int = 24
+    scale_steps: int = 5000
+    scale_batch: int = 24
+    scale_lr: float = 1e-3
+    warmup_steps: int = 100
+    cond_dropout: float = 0.15
+    ema_decay: float = 0.998
+    seed: int = 0
+
+
+SMOKE = dict(variants=2, heldout_fraction=0.5, per_group=4, vq_n_embed=64, vq_steps=3, vq_batch=4, vq_warmup=1,
+             vq_val_every=0, vq_restart_every=2, n_scales=2, dim=32, heads=2, dim_head=16, depth=1, decoder_depth=1,
+             top_depth=1, text_length=8, scale_steps=3, scale_batch=4, warmup_steps=1)
+
+
+class EmojiRecipe(Recipe):
+    """The steps of the recipe (``Recipe`` of training.demo_recipe gives the command runner and the timing)."""
+
+    def run(self) -> dict:
+        s, w = self.s, self.work
+        w.mkdir(parents=True, exist_ok=True)
+        self.models.mkdir(parents=True, exist_ok=True)
+        data = w / "emoji"
+        train, heldout = data / "train", data / "heldout"
+        if not self._done(data / "dataset.json"):
+            extra = ["--per-group", s.per_group] if s.per_group else []
+            self._run("data", [_python("training.make_emoji", "--out", data, "--size", s.image_size,
+                                       "--variants", s.variants, "--heldout-fraction", s.heldout_fraction,
+                                       "--seed", s.data_seed, "--overwrite", *extra)])
+        summary = json.loads((data / "dataset.json").read_text(encoding="utf-8"))
+        if summary["emoji"]["heldout"] == 0:
+            raise SystemExit("the held-out split is empty; raise heldout_fraction or use more emoji")
+        vq_cfg = w / "vqgan_config.json"
+        atomic_write_text(vq_cfg, json.dumps({
+            "base_channels": s.vq_base_channels, "channel_mult": list(s.vq_channel_mult), "num_res_blocks": 1,
+            "attn_resolutions": [], "resolution": s.image_size, "z_channels": s.vq_z_channels,
+            "embed_dim": s.vq_embed_dim, "n_embed": s.vq_n_embed,
+        }))
+        vq = w / "vqgan" / "vqgan.safetensors"
+        if not self._done(vq):
+            self._run("vqgan", [_python(
+                "training.train_vqgan", "--data", train, "--val-data", heldout, "--image-size", s.image_size,
+                "--vqgan-config", vq_cfg, "--no-perceptual", "--disc-weight", 0, "--max-steps", s.vq_steps,
+                "--batch-size", s.vq_batch, "--lr", s.vq_lr, "--warmup-steps", s.vq_warmup,
+                "--restart-dead-codes", s.vq_restart_every, "--val-every", s.vq_val_every, "--out", w / "vqgan",
+                "--seed", s.seed, "--no-progress", "--threads", 1, "--workers", 0, "--log-every", 50,
+                "--sample-every", 1000, "--ckpt-every", 500)])
+        shrink = w / "shrink.npy"
+        if not self._done(shrink):
+            self._run("shrink", [_python("training.shrink_codebook", "--vqgan", vq, "--data", train,
+                                         "--image-size", s.image_size, "--out", shrink, "--overwrite")])
+        configs = {"class": w / "class" / "model_config.json", "text": w / "text" / "model_config.json"}
+        common = ["--vqgan", vq, "--shrink", shrink, "--image-size", s.image_size, "--n-scales", s.n_scales,
+                  "--preset", "small", "--dim", s.dim, "--heads", s.heads, "--dim-head", s.dim_head,
+                  "--depth", s.depth, "--decoder-depth", s.decoder_depth, "--top-dim", s.dim, "--top-heads", s.heads,
+                  "--top-dim-head", s.dim_head, "--top-depth", s.top_depth, "--overwrite"]
+        if not (self._done(configs["class"]) and self._done(configs["text"])):
+            self._run("configs", [
+                _python("training.model_config", *common, "--conditioning", "class", "--data", train, "--name",
+                        "imagebart-emoji-class", "--out", configs["class"]),
+                _python("training.model_config", *common, "--conditioning", "text", "--data", train,
+                        "--text-length", s.text_length, "--text-vocab-from-data", "--name", "imagebart-emoji-text",
+                        "--out", configs["text"]),
+            ])
+        codes = w / "codes.safetensors"  # one VQGAN, one shrink list: the same codes serve both chains
+        if not self._done(codes):
+            self._run("codes", [_python("training.precompute_codes", "--config", configs["class"], "--data", train,
+                                        "--out", codes, "--overwrite")])
+        jobs = []
+        for kind, cfg in configs.items():
+            for scale in range(1, s.n_scales + 1):
+                out = w / kind / f"scale{scale}"
+                if self._done(out / f"scale{scale}.safetensors"):
+                    continue
+                jobs.append(_python(
+                    "training.train_scale", "--config", cfg, "--scale", scale, "--codes", codes, "--out", out,
+                    "--max-steps", s.scale_steps, "--batch-size", s.scale_batch, "--lr", s.scale_lr,
+                    "--warmup-steps", s.warmup_steps, "--cond-dropout", s.cond_dropout, "--ema-decay", s.ema_decay,
+                    "--seed", s.seed + scale, "--threads", max(1, 2 // self.parallel), "--workers", 0,
+                    "--no-progress", "--log-every", 200, "--sample-every", 0, "--ckpt-every", 500))
+        if jobs:
+            self._run("scales", jobs)
+        outputs = {"class": self.models / CLASS_MODEL, "text": self.models / TEXT_MODEL}
+        self._run("assemble", [_python(
+            "training.assemble", "--config", configs[kind], "--scales",
+            *[w / kind / f"scale{i}" for i in range(1, s.n_scales + 1)], "--out", outputs[kind],
+            "--store-dtype", "fp16", "--overwrite") for kind in configs])
+        t0 = time.perf_counter()
+        metrics = evaluate(outputs, heldout, s.image_size, s.seed)
+        self.times["evaluate"] = round(time.perf_counter() - t0, 1)
+        return {"settings": dataclasses.asdict(s), "step_seconds": self.times, "metrics": metrics,
+                "data": {k: summary[k] for k in ("emoji", "images", "groups", "sources")},
+                "outputs": {k: v.name for k, v in outputs.items()}}
+
+
+@torch.no_grad()
+def evaluate(outputs: dict[str, Path], heldout: Path, image_size: int, seed: int = 0) -> dict:
+    """On the held-out split: the VQGAN's reconstruction through the model's shrunk codebook (PSNR, colour
+    error) and its full-codebook usage, then per model each scale's validation loss next to a uniform model and
+    the time to sample 4 images."""
+    import imagebart_core as ib
+
+    from .data import ImageFolder
+    from .vqgan_metrics import evaluate_vqgan, reconstruction_errors
+
+    ds = ImageFolder(heldout, image_size)
+    images = torch.stack([ds[i]["image"] for i in range(len(ds))])  # [N, 3, H, W] in [-1, 1]
+    results: dict = {}
+    for kind, path in outputs.items():
+        model = ib.load_model(path)
+        codes = model.encode((images + 1) / 2)
+        if "vqgan" not in results:
+            recon = model.decode(codes) * 2 - 1  # [N, 3, H, W] in [-1, 1]
+            err = reconstruction_errors(images, recon)
+            results["vqgan"] = {"psnr_db": round(float(err["psnr"].mean()), 2),
+                                "colour_err": round(float(err["colour_err"].mean()), 2),
+                                "mae": round(float(err["mae"].mean()), 2), "K": model.config.vocab_size,
+                                "full_codebook": evaluate_vqgan(model.vqgan, ds), "heldout_images": len(ds)}
+        x1 = codes.tokens.reshape(codes.batch_size, -1)
+        if kind == "class":
+            cond = model.class_condition([ds.labels[i] for i in range(len(ds))])
+        else:
+            cond = model.text_condition([ds.caption(i) for i in range(len(ds))])
+        t0 = time.perf_counter()
+        model.sample(4, cond=cond.select([0, 1, 2, 3]), seed=seed)
+        results[kind] = {"scales": scale_validation_losses(model, x1, cond, seed),
+                         "sample_4_images_s": round(time.perf_counter() - t0, 2),
+                         "file_mb": round(path.stat().st_size / 2**20, 2)}
+    return results
+
+
+def main(argv=None) -> dict:
+    p = argparse.ArgumentParser(prog="python -m training.emoji_recipe", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--work", default="runs/emoji", help="folder for data, runs and checkpoints (default runs/emoji)")
+    p.add_argument("--models", default="runs/emoji/models", help="where the model files and records go")
+    p.add_argument("--parallel", type=int, default=2, help="scale trainings run at once (default 2)")
+    p.add_argument("--force", action="store_true", help="redo every step")
+    p.add_argument("--smoke", action="store_true", help="toy sizes and a few steps per stage (checks the recipe)")
+    a = p.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    settings = EmojiRecipeSettings()
+    if a.smoke:
+        settings = dataclasses.replace(settings, **SMOKE)
+    t0 = time.perf_counter()
+    report = EmojiRecipe(Path(a.work), Path(a.models), settings, a.force, a.parallel).run()
+    report["total_seconds"] = round(time.perf_counter() - t0, 1)
+    models = Path(a.models)
+    atomic_write_text(models / "emoji_recipe.json", json.dumps(
+        {k: report[k] for k in ("settings", "step_seconds", "total_seconds", "outputs", "data")}, indent=2) + "\n")
+    atomic_write_text(models / "emoji_metrics.json", json.dumps(report["metrics"], indent=2) + "\n")
+    print(json.dumps(report, indent=2))  # noqa: T201 (CLI summary)
+    return report
+
+
+if __name__ == "__main__":
+    main()
