@@ -94,8 +94,9 @@ async function waitForFrontend(page, timeoutMs) {
   await page.waitForFunction(() => window.app?.graph && window.app?.canvas && document.querySelector("#graph-canvas"),
     null, { timeout: timeoutMs, polling: 250 });
   await page.locator('[data-testid="queue-button"]').first().waitFor({ state: "visible", timeout: timeoutMs });
-  // the new-user flow opens the template browser a moment after the graph is ready
-  await sleep(2500);
+  // the new-user flow opens the template browser a moment after the graph is ready: give it up to 10 s
+  await page.locator('[role="dialog"]').first().waitFor({ state: "visible", timeout: 10000 }).catch(() => {});
+  await sleep(500);
 }
 
 async function dropWorkflow(page, file) {
@@ -149,6 +150,10 @@ async function runOne(page, opts, file, index, shots, imagesRoot) {
   const base = opts.url.replace(/\/$/, "");
   const t0 = now();
 
+  // 0. anything still open (a late first-run dialog, a leftover toast) would swallow the drop and the click
+  const leftover = await dismissAll(page);
+  rec.ui_messages.push(...leftover.map((m) => ({ when: "before load", ...m })));
+
   // 1. drop the file onto the canvas and wait for the graph to be replaced by the workflow's nodes
   await dropWorkflow(page, file);
   const expected = wf.nodes.length;
@@ -198,7 +203,12 @@ async function runOne(page, opts, file, index, shots, imagesRoot) {
     { timeout: 30000 }).catch(() => null);
   const tRun = now();
   const button = page.locator('[data-testid="queue-button"] button').first();
-  await button.click();
+  try {
+    await button.click({ timeout: 10000 });
+  } catch {  // something covers the button: record and close it, then press Run again
+    rec.ui_messages.push(...(await dismissAll(page)).map((m) => ({ when: "covering Run", ...m })));
+    await button.click({ timeout: 10000 });
+  }
   await page.mouse.move(opts.width / 2, opts.height - 40);
   const resp = await promptResp;
   if (!resp) {
