@@ -84,6 +84,10 @@ def measure(fixtures: Path, name: str, workdir: Path) -> dict:
     return result
 
 
+def _say(text: str) -> None:
+    sys.stdout.write(text + "\n")
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--fixtures", default=str(FIXTURES))
@@ -95,19 +99,19 @@ def main(argv: list[str] | None = None) -> int:
         for name in MODELS:
             figures["fixtures"][name] = measure(Path(args.fixtures), name, Path(tmp))
     for name, r in figures["fixtures"].items():
-        print(f"\n{name} (T={r['scales']}, K={r['K']}, max |logit| {r['dtypes']['fp32']['max_abs_logit']:.2f})")
-        print("dtype  logits max|d| mean|d| vs fp32   max|d| vs original   greedy tokens changed vs fp32")
+        _say(f"\n{name} (T={r['scales']}, K={r['K']}, max |logit| {r['dtypes']['fp32']['max_abs_logit']:.2f})")
+        _say("dtype  logits max|d| mean|d| vs fp32   max|d| vs original   greedy tokens changed vs fp32")
         for dt, d in r["dtypes"].items():
-            print(f"{dt:5}  {d['logits_max_abs_vs_fp32']:.3e}  {d['logits_mean_abs_vs_fp32']:.3e}       "
+            _say(f"{dt:5}  {d['logits_max_abs_vs_fp32']:.3e}  {d['logits_mean_abs_vs_fp32']:.3e}       "
                   f"{d['logits_max_abs_vs_original']:.3e}            {d['greedy_tokens_changed_vs_fp32']} / "
                   f"{d['greedy_tokens']}")
-    print("\nreleased model               params (transformers)   fp32       fp16       bf16   largest scale fp32/fp16")
+    _say("\nreleased model               params (transformers)   fp32       fp16       bf16   largest scale fp32/fp16")
     for name in ORIGINAL_MODELS:
         s = model_size(name)
         sizes = {dt: s.file_bytes(dt) for dt in STORAGE_DTYPES}
         figures["released_file_bytes"][name] = {**sizes, "transformer_params": s.transformer_params,
                                                 "largest_scale_params": s.largest_scale_params}
-        print(f"{name:28} {s.transformer_params / 1e9:6.3f} B   " + "  ".join(f"{human_bytes(v):>9}" for v in sizes.values())
+        _say(f"{name:28} {s.transformer_params / 1e9:6.3f} B   " + "  ".join(f"{human_bytes(v):>9}" for v in sizes.values())
               + f"   {human_bytes(s.scale_bytes('fp32'))} / {human_bytes(s.scale_bytes('fp16'))}")
     if args.json:
         Path(args.json).write_text(json.dumps(figures, indent=1) + "\n")
