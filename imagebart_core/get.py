@@ -63,7 +63,7 @@ def is_comfyui_root(folder: Path) -> bool:
 def find_comfyui_root(*starts: Path) -> Path | None:
     """The ComfyUI folder that contains any of ``starts`` (e.g. the working folder or this pack), or None."""
     for start in starts:
-        p = Path(start).resolve()
+        p = Path(start).absolute()  # not resolved: a pack symlinked into custom_nodes/ still finds its tree
         for candidate in (p, *p.parents):
             if is_comfyui_root(candidate):
                 return candidate
@@ -78,7 +78,8 @@ def models_folder(args: argparse.Namespace) -> Path:
         return root / "models" / "imagebart"
     if args.dir:
         return Path(args.dir).expanduser()
-    root = find_comfyui_root(Path.cwd(), Path(__file__).parent)
+    shell_cwd = [Path(os.environ["PWD"])] if os.environ.get("PWD") else []  # keeps symlinked folder names
+    root = find_comfyui_root(*shell_cwd, Path.cwd(), Path(__file__).parent)
     if root is not None:
         return root / "models" / "imagebart"
     raise SystemExit("error: not inside a ComfyUI folder; say where the model file goes: --comfyui DIR (ComfyUI's "

@@ -81,9 +81,34 @@ def model_path(name: str) -> str:
         raise FileNotFoundError(
             f"ImageBART model file '{name}' not found. Put it in the 'imagebart' model folder "
             f"({', '.join(dirs)}) or add a folder for 'imagebart' in extra_model_paths.yaml, then press R "
-            "to refresh the list. See the README for where to get model files."
+            f"to refresh the list. {get_hint(name)}"
         )
     return path
+
+
+def get_hint(name: str) -> str:
+    """How to obtain a model file: the ``get`` command for the released models' file names."""
+    release, dtype = released_model_of(name)
+    if release is not None:
+        extra = f" --dtype {dtype}" if dtype != "fp16" else ""
+        return (f"It is the released CompVis model {release}: make it with `python -m imagebart_core.get {release}"
+                f"{extra}` (run in the ImageBART pack's folder, custom_nodes/<pack>/; it downloads and converts the "
+                "original release into models/imagebart/).")
+    return ("Released models: `python -m imagebart_core.get --list` (run in the ImageBART pack's folder); "
+            "see the README for other model files.")
+
+
+def released_model_of(name: str) -> tuple[str | None, str | None]:
+    """'cin_5_scales_custom-fp16.safetensors' -> ('cin_5_scales_custom', 'fp16'); (None, None) for other names."""
+    import importlib
+
+    releases = importlib.import_module(ib.__name__ + ".original.releases").RELEASES  # names only, no network
+    base = os.path.basename(name)
+    stem, _, ext = base.rpartition(".")
+    release, _, dtype = stem.rpartition("-")
+    if ext == "safetensors" and release in releases and dtype in ("fp32", "fp16", "bf16"):
+        return release, dtype
+    return None, None
 
 
 # -- devices, dtypes, memory management ---------------------------------------------------------------------
