@@ -70,7 +70,13 @@ def measure(fixtures: Path, name: str, workdir: Path) -> dict:
         total = sum(a.numel() for a in tokens["fp32"])
         ref_greedy = sum(int((a.view(2, 256) != greedy[f"greedy.scale{t}.x_tm1"]).sum())
                          for t, a in enumerate(tokens[dt], 1))
+        diverged = []  # (scale, item, first differing position) of each greedy row that changed
+        for t, (a, b) in enumerate(zip(tokens[dt], tokens["fp32"]), 1):
+            for i, (ra, rb) in enumerate(zip(a.view(a.shape[0], -1), b.view(b.shape[0], -1))):
+                if not torch.equal(ra, rb):
+                    diverged.append([t, i, int((ra != rb).nonzero()[0])])
         result["dtypes"][dt] = {
+            "greedy_rows_changed": diverged,
             "logits_max_abs_vs_fp32": max(float(d.max()) for d in diffs),
             "logits_mean_abs_vs_fp32": float(torch.cat([d.flatten() for d in diffs]).mean()),
             "logits_max_abs_vs_original": vs_original,
@@ -104,7 +110,7 @@ def main(argv: list[str] | None = None) -> int:
         for dt, d in r["dtypes"].items():
             _say(f"{dt:5}  {d['logits_max_abs_vs_fp32']:.3e}  {d['logits_mean_abs_vs_fp32']:.3e}       "
                   f"{d['logits_max_abs_vs_original']:.3e}            {d['greedy_tokens_changed_vs_fp32']} / "
-                  f"{d['greedy_tokens']}")
+                  f"{d['greedy_tokens']}  rows (scale, item, first position): {d['greedy_rows_changed']}")
     _say("\nreleased model               params (transformers)   fp32       fp16       bf16   largest scale fp32/fp16")
     for name in ORIGINAL_MODELS:
         s = model_size(name)

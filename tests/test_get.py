@@ -471,3 +471,26 @@ def test_no_library_or_node_module_imports_the_downloader():
             if any(n.endswith("download") or "urllib" in n or n.endswith(".get") or n == "get" for n in names):
                 offenders.append(f"{path.relative_to(REPO_ROOT)}: {names}")
     assert offenders == []
+
+
+def test_fp16_storage_refuses_weights_beyond_its_range(tmp_path, monkeypatch):
+    """A weight above 65504 would become inf in fp16: the conversion stops, naming the tensor, and writes nothing."""
+    from imagebart_core.original import convert as conv
+
+    real = conv.state_dict_of
+
+    def boosted(ckpt, where):
+        sd = real(ckpt, where)
+        if str(where).endswith("scale2.ckpt"):
+            key = next(k for k in sd if k.startswith("transformer_ema.") and sd[k].is_floating_point()
+                       and sd[k].numel() > 1)
+            sd = dict(sd)
+            sd[key] = sd[key].clone()
+            sd[key].view(-1)[0] = 70000.0
+        return sd
+
+    monkeypatch.setattr(conv, "state_dict_of", boosted)
+    out = tmp_path / "m" / "x.safetensors"
+    with pytest.raises(conv.ConversionError, match="beyond float16's range.*--dtype bf16"):
+        convert_release(locate_release(FIXTURES / NAME, NAME), out, hash_files=False, dtype=dl_dtype("fp16"))
+    assert not out.parent.exists() or list(out.parent.iterdir()) == []

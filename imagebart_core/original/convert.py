@@ -459,6 +459,16 @@ def _check_mask(mask: torch.Tensor, sc, where: str, name: str) -> None:
                               "unmasked prefix positions that the yaml (n_unmasked) describes")
 
 
+def _check_fits(name: str, tensor: torch.Tensor, dtype: torch.dtype, where, src: str) -> None:
+    """Refuse a float16 storage that would turn a weight into inf (float16 ends at 65504)."""
+    if dtype != torch.float16 or not tensor.is_floating_point() or tensor.numel() == 0:
+        return
+    peak = float(tensor.detach().abs().max())
+    if peak > float(torch.finfo(torch.float16).max):
+        raise ConversionError(f"{where}: {src} (for {name}) holds {peak:.6g}, beyond float16's range (65504); "
+                              "convert with --dtype bf16 or --dtype fp32")
+
+
 _COLLECT_FROM_BYTES = 1 << 28
 
 
@@ -504,7 +514,9 @@ def write_plan(plan: Plan, out: str | Path, overwrite: bool = False) -> Path:
             t0 = time.time()
             sd = state_dict_of(load_checkpoint(files.checkpoints[s - 1]), files.checkpoints[s - 1])
             for native, src in mapping.items():
-                writer.write(f"scales.{s - 1}.{native}", sd[src])
+                name = f"scales.{s - 1}.{native}"
+                _check_fits(name, sd[src], plan.tensors[name][0], files.checkpoints[s - 1], src)
+                writer.write(name, sd[src])
             del sd
             _release(files.checkpoints[s - 1])
             logger.info("scale %d written (%.1fs)", s, time.time() - t0)
