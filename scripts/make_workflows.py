@@ -274,7 +274,8 @@ def released_note(wf: Workflow, text: str, name: str, offload: bool = False) -> 
     if offload:
         text += ("\n\n'offload_idle_scales' is on in Load ImageBART: only the running scale sits on the GPU "
                  "(about 1.6 GB instead of the whole file), the others wait in system RAM.")
-    wf.node("MarkdownNote", (20, -260), text=text)
+    n = wf.node("MarkdownNote", (20, -380), text=text)
+    n["size"] = [600, 360]  # room for the whole note: the command must be visible without scrolling
 
 
 def released_ffhq_upper_half(defs):
