@@ -107,9 +107,34 @@ def model_path(name: str) -> str:
         raise FileNotFoundError(
             f"ImageBART model file '{name}' not found. Put it in the 'imagebart' model folder "
             f"({', '.join(dirs)}) or add a folder for 'imagebart' in extra_model_paths.yaml, then press R "
-            "to refresh the list. See the README for where to get model files."
+            f"to refresh the list. {get_hint(name)}"
         )
     return path
+
+
+def get_hint(name: str) -> str:
+    """How to obtain a model file: the ``get`` command for the released models' file names."""
+    release, dtype = released_model_of(name)
+    if release is not None:
+        extra = f" --dtype {dtype}" if dtype != "fp16" else ""
+        return (f"It is the released CompVis model {release}: make it with `python -m imagebart_core.get {release}"
+                f"{extra}` (run in the ImageBART pack's folder, custom_nodes/<pack>/; it downloads and converts the "
+                "original release into models/imagebart/).")
+    return ("Released models: `python -m imagebart_core.get --list` (run in the ImageBART pack's folder); "
+            "see the README for other model files.")
+
+
+def released_model_of(name: str) -> tuple[str | None, str | None]:
+    """'cin_5_scales_custom-fp16.safetensors' -> ('cin_5_scales_custom', 'fp16'); (None, None) for other names."""
+    import importlib
+
+    releases = importlib.import_module(ib.__name__ + ".original.releases").RELEASES  # names only, no network
+    base = os.path.basename(name)
+    stem, _, ext = base.rpartition(".")
+    release, _, dtype = stem.rpartition("-")
+    if ext == "safetensors" and release in releases and dtype in ("fp32", "fp16", "bf16"):
+        return release, dtype
+    return None, None
 
 
 # -- devices, dtypes, memory management ---------------------------------------------------------------------
@@ -148,23 +173,46 @@ class _PatcherModule(torch.nn.Module):
         self.device = device
 
 
-def make_handle(model, name: str, dtype: torch.dtype, load_device, offload_device) -> ModelHandle:
-    """Wrap a loaded model (on ``offload_device``) for ComfyUI's memory manager, when ComfyUI is there."""
+def make_handle(model, name: str, dtype: torch.dtype, load_device, offload_device,
+                offload_idle_scales: bool = False) -> ModelHandle:
+    """Wrap a loaded model (on ``offload_device``) for ComfyUI's memory manager, when ComfyUI is there.
+
+    With ``offload_idle_scales`` the scales stay on ``offload_device`` (the CPU) and the core moves each to
+    the compute device only while it runs (``ImageBART.offload_idle_scales``); ComfyUI's patcher then
+    manages the VQGAN alone, and room for one scale is asked of it before each run (see :func:`prepare`).
+    """
+    if offload_idle_scales:
+        model.offload_idle_scales(storage=offload_device)  # compute: where the VQGAN is (prepare moves it)
     comfy = _comfy()
     patcher = None
     if comfy is not None:
         mp = comfy[2]
-        patcher = mp.ModelPatcher(_PatcherModule(model, offload_device), load_device=load_device,
+        held = model.vqgan if offload_idle_scales else model
+        patcher = mp.ModelPatcher(_PatcherModule(held, offload_device), load_device=load_device,
                                   offload_device=offload_device)
-    return ModelHandle(model=model, name=name, dtype=dtype, patcher=patcher)
+    return ModelHandle(model=model, name=name, dtype=dtype, patcher=patcher, offload_idle_scales=offload_idle_scales)
+
+
+def largest_scale_bytes(model) -> int:
+    """Bytes of the biggest scale's tensors in their current dtype (what one running scale adds on the device)."""
+    return max(sum(t.numel() * t.element_size() for t in scale.state_dict().values()) for scale in model.scales)
 
 
 def prepare(handle: ModelHandle):
-    """The model, loaded on its device through ComfyUI's memory manager (frees/offloads other models)."""
+    """The model, loaded on its device through ComfyUI's memory manager (frees/offloads other models).
+
+    Offloading: only the VQGAN is loaded; ComfyUI is asked to keep room for the largest scale, and each scale
+    is moved to the VQGAN's device only while it runs (the others stay on the CPU).
+    """
     comfy = _comfy()
+    model = handle.model
     if comfy is not None and handle.patcher is not None:
-        comfy[0].load_models_gpu([handle.patcher], force_full_load=True)
-    return handle.model
+        extra = largest_scale_bytes(model) if handle.offload_idle_scales else 0
+        comfy[0].load_models_gpu([handle.patcher], memory_required=extra, force_full_load=True)
+    if handle.offload_idle_scales:
+        storage = handle.patcher.offload_device if handle.patcher is not None else torch.device("cpu")
+        model.offload_idle_scales(storage=storage, compute=model.device)  # follow the VQGAN (no-op if unmoved)
+    return model
 
 
 # -- progress, cancel, previews -----------------------------------------------------------------------------

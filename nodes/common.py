@@ -38,6 +38,7 @@ class ModelHandle:
     name: str
     dtype: torch.dtype
     patcher: Any = None  # comfy.model_patcher.ModelPatcher inside ComfyUI, else None
+    offload_idle_scales: bool = False  # scales live on the CPU and visit the device one at a time
 
     @property
     def config(self):

@@ -85,7 +85,8 @@ class Workflow:
     def node(self, type_: str, pos, title: str | None = None, **kw) -> dict:
         nid = len(self.nodes) + 1
         if type_ == "MarkdownNote":
-            n = {"id": nid, "type": type_, "pos": self._place(pos, NOTE_SIZE[1]), "size": list(NOTE_SIZE),
+            size = kw.get("size", NOTE_SIZE)
+            n = {"id": nid, "type": type_, "pos": self._place(pos, size[1]), "size": list(size),
                  "flags": {}, "order": nid - 1, "mode": 0, "inputs": [], "outputs": [], "properties": {},
                  "widgets_values": [kw["text"]], "color": "#432", "bgcolor": "#653"}
             self.nodes.append(n)
@@ -290,8 +291,107 @@ def large_inpainting(defs):
     return wf
 
 
+# -- the released CompVis models (workflows/released/; weights fetched with `python -m imagebart_core.get`) ------
+def released_file(name: str) -> str:
+    from imagebart_core.get import DEFAULT_DTYPE, output_name
+
+    return output_name(name, DEFAULT_DTYPE)
+
+
+def released_note(wf: Workflow, text: str, name: str, offload: bool = False) -> None:
+    """A note naming the model file and the command that makes it (the weights are not shipped)."""
+    from imagebart_core.get import DEFAULT_DTYPE
+    from imagebart_core.original.sizes import human_bytes, model_size
+
+    size = human_bytes(model_size(name).file_bytes(DEFAULT_DTYPE))
+    text += (f"\n\n**Model:** `{released_file(name)}` ({size}), the released CompVis model `{name}` converted to "
+             "the pack's format. It is not shipped with the pack: make it once with\n\n"
+             f"`python -m imagebart_core.get {name}`\n\n"
+             "run in this pack's folder (`ComfyUI/custom_nodes/<pack>/`); it downloads the original release, "
+             "converts it into `ComfyUI/models/imagebart/` and deletes the download. Then press R and Queue. "
+             "See docs/original-checkpoints.md (--from for zips you already have).")
+    if offload:
+        text += ("\n\n'offload_idle_scales' is on in Load ImageBART: only the running scale sits on the GPU "
+                 "(about 1.6 GB instead of the whole file), the others wait in system RAM.")
+    # wide and tall enough for the whole note: the command must be visible without scrolling
+    wf.node("MarkdownNote", 0, text=text, size=(NODE_WIDTH, 560))
+
+
+def released_ffhq_upper_half(defs):
+    name = "ffhq_4_scales_geometric"
+    wf = Workflow("released/ffhq_upper_half_completion", defs)
+    released_note(wf, "## FFHQ: upper-half completion\nThe released FFHQ model (256x256 faces) regenerates the "
+                      "upper half of the image to fit the lower half, twice (batch item i uses seed + i). The mask "
+                      "comes from core mask nodes (1 = regenerate). The example input is a drawing; use a photo of "
+                      "a face, centred and cropped like FFHQ, for realistic results.", name)
+    m = wf.node("ImageBARTLoader", 0, model_name=released_file(name))
+    img = wf.node("LoadImage", 0, image="imagebart_released_face.png")
+    rep = wf.node("RepeatImageBatch", 1, image=(img, 0), amount=2)
+    e = wf.node("ImageBARTEncode", 2, model=(m, 0), image=(rep, 0))
+    zero = wf.node("SolidMask", 1, value=0.0, width=256, height=256)
+    top = wf.node("SolidMask", 1, value=1.0, width=256, height=128)
+    mask = wf.node("MaskComposite", 2, destination=(zero, 0), source=(top, 0), x=0, y=0, operation="add")
+    r = wf.node("ImageBARTMaskedRefine", 3, model=(m, 0), codes=(e, 0), mask=(mask, 0), image=(img, 0),
+                composite=True, seed=11)
+    wf.node("SaveImage", 4, images=(r, 1), filename_prefix="imagebart/ffhq_upper_half")
+    return wf
+
+
+def released_imagenet_sampling(defs):
+    name = "cin_5_scales_custom"
+    wf = Workflow("released/imagenet_class_sampling", defs)
+    released_note(wf, "## ImageNet: class-conditional sampling\nThe released class-conditional ImageNet model "
+                      "(5 scales, 3.1 billion parameters) samples two 256x256 images of a class, by name or index "
+                      "(0-999). These models were trained without a null class, so 'guidance' stays 1.", name,
+                  offload=True)
+    m = wf.node("ImageBARTLoader", 0, model_name=released_file(name), offload_idle_scales=True)
+    c = wf.node("ImageBARTClassCondition", 0, model=(m, 0), class_name="tiger")
+    s = wf.node("ImageBARTSample", 1, model=(m, 0), condition=(c, 0), batch_size=2, seed=42)
+    d = wf.node("ImageBARTDecode", 2, model=(m, 0), codes=(s, 0))
+    wf.node("SaveImage", 3, images=(d, 0), filename_prefix="imagebart/imagenet_tiger")
+    return wf
+
+
+def released_imagenet_edit(defs):
+    name = "cin_5_scales_custom"
+    wf = Workflow("released/imagenet_class_guided_edit", defs)
+    released_note(wf, "## ImageNet: class-guided local editing\nThe painted area (LoadImage alpha: transparent = "
+                      "regenerate; right-click -> Open in MaskEditor to paint your own) is regenerated under an "
+                      "ImageNet class, here a golden retriever on the meadow; the rest of the image is kept "
+                      "('composite' pastes the original pixels back outside the mask).", name, offload=True)
+
+    def cond(wf, m):
+        return wf.node("ImageBARTClassCondition", 1, model=(m, 0), class_name="golden retriever")
+
+    m = wf.node("ImageBARTLoader", 0, model_name=released_file(name), offload_idle_scales=True)
+    img = wf.node("LoadImage", 0, image="imagebart_released_meadow_masked.png")
+    e = wf.node("ImageBARTEncode", 1, model=(m, 0), image=(img, 0))
+    r = wf.node("ImageBARTMaskedRefine", 2, model=(m, 0), codes=(e, 0), mask=(img, 1), image=(img, 0),
+                condition=(cond(wf, m), 0), composite=True, seed=5)
+    wf.node("PreviewImage", 1, images=(img, 0))
+    wf.node("SaveImage", 3, images=(r, 1), filename_prefix="imagebart/imagenet_edit")
+    return wf
+
+
+def released_churches_inpainting(defs):
+    name = "churches_3_scales"
+    wf = Workflow("released/churches_inpainting", defs)
+    released_note(wf, "## LSUN churches: free-form inpainting\nThe released LSUN churches model redraws the "
+                      "painted area (here the tower) to fit the rest of the building (LoadImage alpha: transparent = "
+                      "regenerate; paint your own with the MaskEditor).", name)
+    m = wf.node("ImageBARTLoader", 0, model_name=released_file(name))
+    img = wf.node("LoadImage", 0, image="imagebart_released_church_masked.png")
+    e = wf.node("ImageBARTEncode", 1, model=(m, 0), image=(img, 0))
+    r = wf.node("ImageBARTMaskedRefine", 2, model=(m, 0), codes=(e, 0), mask=(img, 1), image=(img, 0),
+                composite=True, seed=3)
+    wf.node("PreviewImage", 1, images=(img, 0))
+    wf.node("SaveImage", 3, images=(r, 1), filename_prefix="imagebart/churches_inpainting")
+    return wf
+
+
 BUILDERS = [unconditional, step_by_step, inpainting, upper_half, class_edit, text_edit, variations, wide_panorama,
             large_inpainting]
+BUILDERS += [released_ffhq_upper_half, released_imagenet_sampling, released_imagenet_edit, released_churches_inpainting]
 
 
 def main() -> None:

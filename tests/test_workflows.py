@@ -116,7 +116,10 @@ def test_workflows_use_the_bundled_demo_models_with_conditions_they_know(defs, c
                 assert inputs["guidance"] > 1.0, f"{path.stem}: conditioned sampling without guidance"
 
 
-@pytest.mark.parametrize("path", PATHS, ids=[p.stem for p in PATHS])
+LAYOUT_PATHS = PATHS + sorted((WORKFLOWS / "released").glob("*.json"))
+
+
+@pytest.mark.parametrize("path", LAYOUT_PATHS, ids=[p.stem for p in LAYOUT_PATHS])
 def test_layout_has_room_for_the_previews(path, defs):
     """No node (title bar included) overlaps another, and nodes that show images after a run (Load Image, Save /
     Preview Image, the chain nodes' level previews) are tall enough for their widgets plus a preview."""

@@ -40,6 +40,7 @@ from . import keymap
 from .releases import RELEASES
 from .safe_pickle import OriginalFileError, load_checkpoint, state_dict_of
 from .schedule import betas_from_alphats, parse_redraw_prob, schedule_betas
+from .sizes import STORAGE_DTYPES
 from .st_writer import StreamingSafetensorsWriter
 from .yaml_config import ScaleSpec, model_config, parse_scale_yaml, read_sampling_yaml, read_yaml
 
@@ -285,7 +286,7 @@ def plan_conversion(files: ReleaseFiles, weights: str = "ema", hash_files: bool 
             info["sha256"] = _sha256(Path(ckpt_path))
         file_info.append(info)
         del sd, ckpt
-        gc.collect()
+        _release(ckpt_path)
 
     assert config is not None and used is not None and expected is not None
     for i, c in enumerate(files.configs, start=1):
@@ -461,9 +462,37 @@ def _check_mask(mask: torch.Tensor, sc, where: str, name: str) -> None:
                               "unmasked prefix positions that the yaml (n_unmasked) describes")
 
 
+def _check_fits(name: str, tensor: torch.Tensor, dtype: torch.dtype, where, src: str) -> None:
+    """Refuse a float16 storage that would turn a weight into inf (float16 ends at 65504)."""
+    if dtype != torch.float16 or not tensor.is_floating_point() or tensor.numel() == 0:
+        return
+    peak = float(tensor.detach().abs().max())
+    if peak > float(torch.finfo(torch.float16).max):
+        raise ConversionError(f"{where}: {src} (for {name}) holds {peak:.6g}, beyond float16's range (65504); "
+                              "convert with --dtype bf16 or --dtype fp32")
+
+
+_COLLECT_FROM_BYTES = 1 << 28
+
+
+def _release(checkpoint: Path) -> None:
+    """Make sure a big checkpoint's mapping is gone before the next opens (a full collection costs ~0.1-0.5 s
+    in a process with torch loaded, so small checkpoints are left to reference counting)."""
+    try:
+        big = Path(checkpoint).stat().st_size >= _COLLECT_FROM_BYTES
+    except OSError:
+        big = True
+    if big:
+        gc.collect()
+
+
 # -- writing ---------------------------------------------------------------------------------------------
 def write_plan(plan: Plan, out: str | Path, overwrite: bool = False) -> Path:
-    """Second pass: stream the mapped tensors into ``out`` (atomic; one checkpoint open at a time)."""
+    """Second pass: stream the mapped tensors into ``out`` (atomic; one checkpoint open at a time).
+
+    Floating-point scale tensors are stored in the dtype ``plan.tensors`` gives them (see
+    :func:`store_transformers_as`); the VQGAN always in float32.
+    """
     import hashlib as _h
 
     h = _h.sha256()
@@ -484,25 +513,46 @@ def write_plan(plan: Plan, out: str | Path, overwrite: bool = False) -> Path:
         for native, src in plan.vqgan_map.items():
             writer.write(native, vq_sd[src])
         del vq_sd, first
-        gc.collect()
+        _release(files.checkpoints[0])
         for s, mapping in enumerate(plan.scale_maps, start=1):
             t0 = time.time()
             sd = state_dict_of(load_checkpoint(files.checkpoints[s - 1]), files.checkpoints[s - 1])
             for native, src in mapping.items():
-                writer.write(f"scales.{s - 1}.{native}", sd[src])
+                name = f"scales.{s - 1}.{native}"
+                _check_fits(name, sd[src], plan.tensors[name][0], files.checkpoints[s - 1], src)
+                writer.write(name, sd[src])
             del sd
-            gc.collect()
+            _release(files.checkpoints[s - 1])
             logger.info("scale %d written (%.1fs)", s, time.time() - t0)
         return writer.commit()
 
 
+def store_transformers_as(plan: Plan, dtype: torch.dtype) -> None:
+    """Store the scales' floating-point tensors in ``dtype`` (fp32, fp16 or bf16); the VQGAN stays float32."""
+    if dtype not in STORAGE_DTYPES.values():
+        raise ValueError(f"dtype must be one of {', '.join(STORAGE_DTYPES)} (torch.float32/float16/bfloat16), "
+                         f"got {dtype}")
+    for name, (dt, shape) in plan.tensors.items():
+        if name.startswith("scales.") and dt.is_floating_point:
+            plan.tensors[name] = (dtype, shape)
+    plan.config.source["stored_dtype"] = {v: k for k, v in STORAGE_DTYPES.items()}[dtype]
+
+
 def convert_release(files: ReleaseFiles, out: str | Path, overwrite: bool = False, weights: str = "ema",
-                    hash_files: bool = True) -> Path:
-    """Plan (check everything) and write ``out``. Returns the output path."""
+                    hash_files: bool = True, dtype: torch.dtype = torch.float32,
+                    provenance: dict[str, Any] | None = None) -> Path:
+    """Plan (check everything) and write ``out``. Returns the output path.
+
+    ``dtype`` stores the transformers in float32 (default), float16 or bfloat16; the VQGAN stays float32.
+    ``provenance`` entries are added to the recorded ``config.source`` (e.g. the downloads it came from).
+    """
     out = Path(out)
     if out.exists() and not overwrite:
         raise FileExistsError(f"{out} exists; pass --overwrite to replace it")
     plan = plan_conversion(files, weights=weights, hash_files=hash_files)
+    store_transformers_as(plan, dtype)
+    if provenance:
+        plan.config.source.update(provenance)
     for note in plan.notes:
         logger.info(note)
     return write_plan(plan, out, overwrite=overwrite)
@@ -529,6 +579,9 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--weights", choices=("ema", "raw"), default="ema",
                     help="ema (default, what the original samples use) or the raw last training weights")
     ap.add_argument("--no-hash", action="store_true", help="skip the sha256 of the input files (faster)")
+    ap.add_argument("--dtype", choices=tuple(STORAGE_DTYPES), default="fp32",
+                    help="storage precision of the transformers (the VQGAN stays float32); fp16 or bf16 halve the "
+                         "file. See docs/original-checkpoints.md for what each changes")
     ap.add_argument("-v", "--verbose", action="store_true")
     return ap
 
@@ -560,7 +613,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         files = files_from_args(args)
         out = convert_release(files, args.out, overwrite=args.overwrite, weights=args.weights,
-                              hash_files=not args.no_hash)
+                              hash_files=not args.no_hash, dtype=STORAGE_DTYPES[args.dtype])
     except (OriginalFileError, FileNotFoundError, FileExistsError) as exc:
         print(f"error: {exc}", file=sys.stderr)  # noqa: T201 (CLI)
         return 2
