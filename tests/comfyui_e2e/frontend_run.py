@@ -158,6 +158,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--timeout", type=float, default=900, help="seconds per workflow")
     ap.add_argument("--no-http", action="store_true", help="skip the HTTP API run")
     ap.add_argument("--keep-workdir", action="store_true", help="keep ComfyUI's scratch folder")
+    ap.add_argument("--models", default=None,
+                    help="folder of model files to serve as ComfyUI's imagebart folder (default: an empty one; "
+                         "the demo workflows use the models the pack registers itself)")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     if not args.comfy or not (Path(args.comfy) / "main.py").is_file():
@@ -168,8 +171,9 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(args.out).resolve()
     out.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix="imagebart-frontend-e2e-"))
-    (work / "models").mkdir()  # empty: the workflows must find the demo models the pack registers itself
-    server = ComfyServer(args.comfy, work, work / "models", python=args.python, pack_root=pack,
+    models = Path(args.models).resolve() if args.models else work / "models"
+    models.mkdir(exist_ok=True)  # empty by default: the demo workflows find the models the pack registers itself
+    server = ComfyServer(args.comfy, work, models, python=args.python, pack_root=pack,
                          extra_args=["--cache-none"])
     report: dict = {"pack": str(pack), "comfy": str(Path(args.comfy).resolve()), "workdir": str(work),
                     "workflows": [f.name for f in files], "server_flags": ["--cpu", "--cache-none"]}
