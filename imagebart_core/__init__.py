@@ -24,7 +24,7 @@ from .model import ImageBART, upper_half_mask
 from .sampling import NonFiniteProbabilities, Progress
 from .windows import ConditionBlend
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 
 def build_model(config: ModelConfig, seed: int = 0, device="cpu", dtype=None) -> ImageBART:

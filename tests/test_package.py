@@ -137,3 +137,10 @@ def test_requirements_match_the_imports():
     assert {DISTRIBUTION.get(n, n) for n in runtime} == req
     assert {DISTRIBUTION.get(n, n) for n in training} == req_train
     assert "einops" not in req | req_train
+
+
+def test_the_library_version_is_the_package_version():
+    import imagebart_core
+
+    pyproject = (Path(__file__).resolve().parents[1] / "pyproject.toml").read_text(encoding="utf-8")
+    assert re.search(r'^version = "([^"]+)"', pyproject, re.M).group(1) == imagebart_core.__version__

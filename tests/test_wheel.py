@@ -76,7 +76,10 @@ def test_wheel_and_sdist_hold_every_module_and_no_foreign_top_level_name(built):
     with zipfile.ZipFile(wheel) as z:
         names = z.namelist()
     top = {n.split("/", 1)[0] for n in names}
-    assert top == {"imagebart_core", "imagebart_training", "imagebart_nodes", "imagebart-0.1.0.dist-info"}, top
+    import imagebart_core
+
+    dist_info = f"imagebart-{imagebart_core.__version__}.dist-info"  # = pyproject.toml (test_package)
+    assert top == {"imagebart_core", "imagebart_training", "imagebart_nodes", dist_info}, top
     for module in expected_modules():
         path = module.replace(".", "/")
         assert f"{path}.py" in names or f"{path}/__init__.py" in names, f"{module} is missing from the wheel"
