@@ -1,7 +1,7 @@
 """A recipe for colour-emoji models: data, VQGAN, shrink, two chains, assembly and evaluation in one command.
 
     python -m training.emoji_recipe --work runs/emoji --models runs/emoji/models
-    python -m training.emoji_recipe --work /tmp/emoji-smoke --models /tmp/emoji-smoke/models --smoke
+    python -m training.emoji_recipe --work runs/emoji-smoke --models runs/emoji-smoke/models --smoke
 
 It renders the Noto Color Emoji data set (``training.make_emoji``: 64x64, the nine Unicode emoji groups as
 classes, CLDR names as captions, a fixed held-out split), trains the VQGAN on the training split with held-out
