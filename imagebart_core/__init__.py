@@ -7,6 +7,8 @@
 """
 
 from .budget import RequestEstimate, RequestTooLarge, check_request, estimate_request
+from .chain.sampling import NonFiniteProbabilities, Progress
+from .chain.windows import ConditionBlend
 from .checkpoint import ModelFileError, load_model, read_config, save_model
 from .codes import Codes
 from .conditioning import Condition
@@ -21,8 +23,6 @@ from .config import (
 )
 from .diffusion import MultinomialDiffusion, betas_from_alpha_bar, betas_from_metric_curve, geometric_betas
 from .model import ImageBART, upper_half_mask
-from .sampling import NonFiniteProbabilities, Progress
-from .windows import ConditionBlend
 
 __version__ = "0.2.0"
 

@@ -22,10 +22,10 @@ from pathlib import Path
 
 import torch
 
+from .chain.windows import ConditionBlend
 from .checkpoint import load_model
 from .config import tiny_config
 from .model import ImageBART, upper_half_mask
-from .windows import ConditionBlend
 
 log = logging.getLogger("imagebart.demo")
 

@@ -19,11 +19,7 @@ import torch.nn.functional as F
 
 from . import budget, rng, validate
 from . import conditioning as conditioning_lib
-from .codes import Codes
-from .conditioning import Condition
-from .config import ModelConfig
-from .diffusion import MultinomialDiffusion
-from .sampling import (
+from .chain.sampling import (
     Known,
     PerItemSampler,
     Progress,
@@ -32,9 +28,13 @@ from .sampling import (
     TokenSampler,
     run_transition,
 )
+from .chain.windows import DEFAULT_WINDOW_CACHE_BYTES, ConditionBlend, run_windowed_transition
+from .codes import Codes
+from .conditioning import Condition
+from .config import ModelConfig
+from .diffusion import MultinomialDiffusion
 from .transformer import build_scale, init_weights
 from .vqgan import VQGAN
-from .windows import DEFAULT_WINDOW_CACHE_BYTES, ConditionBlend, run_windowed_transition
 
 AnyCondition = Condition | ConditionBlend | None
 

@@ -14,7 +14,7 @@ import torch
 
 import imagebart_core as ib
 from imagebart_core import rng
-from imagebart_core.sampling import Known, PerItemSampler, TokenFilter, run_transition
+from imagebart_core.chain.sampling import Known, PerItemSampler, TokenFilter, run_transition
 from imagebart_core.transformer import Attention, decode_layout
 
 

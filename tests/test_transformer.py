@@ -6,7 +6,7 @@ import pytest
 import torch
 
 import imagebart_core as ib
-from imagebart_core.sampling import PerItemSampler, TokenFilter, run_transition
+from imagebart_core.chain.sampling import PerItemSampler, TokenFilter, run_transition
 
 
 def reference_transition(net, x_in, scale, cond_tokens, token_filter, seeds):

@@ -6,8 +6,8 @@ import pytest
 import torch
 
 import imagebart_core as ib
-from imagebart_core.sampling import Known, PerItemSampler, TokenFilter, run_transition
-from imagebart_core.windows import ConditionBlend, run_windowed_transition, window_origin
+from imagebart_core.chain.sampling import Known, PerItemSampler, TokenFilter, run_transition
+from imagebart_core.chain.windows import ConditionBlend, run_windowed_transition, window_origin
 
 
 @pytest.fixture(scope="module")

@@ -27,9 +27,9 @@ from dataclasses import dataclass
 
 import torch
 
-from .conditioning import Condition
+from ..conditioning import Condition
+from ..transformer import SOS_TOKEN, DecoderOnlyScale
 from .sampling import Known, ProbabilityCheck, TokenFilter, TokenSampler
-from .transformer import SOS_TOKEN, DecoderOnlyScale
 
 
 @dataclass

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 import torch
 
-from . import rng, validate
+from .. import rng, validate
 
 #: The smallest temperature accepted up front: logits up to 1e8 divided by it stay below float32's maximum
 #: (3.4e38). Smaller ones turn ordinary logits into inf (the draw-time check below catches the rest).
