@@ -8,10 +8,9 @@
 
 from .budget import RequestEstimate, RequestTooLarge, check_request, estimate_request
 from .chain.sampling import NonFiniteProbabilities, Progress
-from .chain.windows import ConditionBlend
 from .checkpoint import ModelFileError, load_model, read_config, save_model
 from .codes import Codes
-from .conditioning import Condition
+from .conditioning import Condition, ConditionBlend
 from .config import (
     ConditioningConfig,
     ModelConfig,

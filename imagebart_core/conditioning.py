@@ -429,3 +429,48 @@ def text_condition(cfg: ConditioningConfig, prompts: Sequence[str], *, allow_emp
         labels=[NULL_LABEL if e else p for p, e in zip(prompts, empty)],
         null=torch.tensor(empty, dtype=torch.bool),
     )
+
+
+@dataclass
+class ConditionBlend:
+    """Conditions whose influence varies from left to right.
+
+    ``conditions[i]`` dominates at horizontal position ``stops[i]`` (fractions 0..1 of the image width,
+    increasing; default evenly spaced, so two conditions go from the left edge to the right edge).
+    Between two stops the logits are mixed linearly. All conditions have the same kind.
+    """
+
+    conditions: Sequence[Condition]
+    stops: Sequence[float] | None = None
+
+    def __post_init__(self):
+        if len(self.conditions) < 1:
+            raise ValueError("a blend needs at least one condition")
+        kinds = {c.kind for c in self.conditions}
+        if len(kinds) != 1:
+            raise ValueError(f"all blended conditions must be of one kind, got {sorted(kinds)}")
+        n = len(self.conditions)
+        if self.stops is None:
+            self.stops = [i / (n - 1) for i in range(n)] if n > 1 else [0.5]
+        if len(self.stops) != n or any(b <= a for a, b in zip(self.stops, self.stops[1:])):
+            raise ValueError("stops must give one increasing position per condition")
+
+    @property
+    def kind(self) -> str:
+        return self.conditions[0].kind
+
+    def weights(self, x: float) -> list[float]:
+        """Mixing weights (sum 1) at horizontal fraction ``x`` in 0..1."""
+        stops = list(self.stops)
+        n = len(stops)
+        if n == 1 or x <= stops[0]:
+            return [1.0] + [0.0] * (n - 1)
+        if x >= stops[-1]:
+            return [0.0] * (n - 1) + [1.0]
+        out = [0.0] * n
+        for i in range(n - 1):
+            if stops[i] <= x <= stops[i + 1]:
+                f = (x - stops[i]) / (stops[i + 1] - stops[i])
+                out[i], out[i + 1] = 1.0 - f, f
+                return out
+        return out

@@ -22,8 +22,8 @@ from pathlib import Path
 
 import torch
 
-from .chain.windows import ConditionBlend
 from .checkpoint import load_model
+from .conditioning import ConditionBlend
 from .config import tiny_config
 from .model import ImageBART, upper_half_mask
 

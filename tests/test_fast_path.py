@@ -14,7 +14,8 @@ import torch
 
 import imagebart_core as ib
 from imagebart_core import rng
-from imagebart_core.chain.sampling import Known, PerItemSampler, TokenFilter, run_transition
+from imagebart_core.chain.sampling import Known, PerItemSampler, TokenFilter
+from imagebart_core.chain.transition import run_transition
 from imagebart_core.transformer import Attention, decode_layout
 
 
@@ -80,8 +81,11 @@ def fast_transition(net, x_in, scale, cond_tokens, null_tokens, guidance, token_
 
     net.step = recording_step
     try:
-        out = run_transition(net, x_in, scale, cond_tokens=cond_tokens, token_filter=token_filter,
-                             sampler=PerItemSampler(seeds), null_tokens=null_tokens, guidance=guidance, known=known)
+        b, n = x_in.shape
+        grid = (4, 4)  # tiny_config's trained grid (N = 16 tokens)
+        out = run_transition(net, x_in.view(b, *grid), scale, window=grid, cond_sets=[cond_tokens],
+                             token_filter=token_filter, sampler=PerItemSampler(seeds), null_tokens=null_tokens,
+                             guidance=guidance, known=known).view(b, n)
     finally:
         del net.step
     return out, torch.stack(recorded, 1)
