@@ -493,7 +493,7 @@ def _column_major(linear: nn.Linear) -> None:
 
     A token step's matrix products ``x @ W.T`` then stream W row by row, which on CPUs reads memory
     markedly faster for one row and is no slower for a batch of 8 (measured with
-    ``python -m imagebart_core.bench`` and per-step timings in docs/performance.md).
+    ``python -m tools.bench`` and per-step timings in docs/performance.md).
     """
     w = linear.weight
     if w.dim() == 2 and w.stride() != (1, w.shape[0]):

@@ -448,7 +448,7 @@ class VQGAN(nn.Module):
         """Decode in channels-last (NHWC) memory layout: store the decoder's conv weights that way.
 
         Inference only (the model code switches it on for CPU sampling): NHWC convolutions decode a batch about
-        20 % faster on CPU (``python -m imagebart_core.bench``). Parameter values, names and shapes do not change;
+        20 % faster on CPU (``python -m tools.bench``). Parameter values, names and shapes do not change;
         outputs agree with the NCHW path to float rounding (max 6e-5 on the parity fixtures). Training keeps the
         default layout, since switching layout mid-run would change rounding and break bit-exact resumption.
         """

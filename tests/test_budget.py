@@ -70,7 +70,7 @@ def test_random_codes_of_an_absurd_grid_never_allocates(model, monkeypatch):
     def no_allocation(*args, **kwargs):
         raise AssertionError("tried to allocate")
 
-    monkeypatch.setattr(ib.model.rng, "randint", no_allocation)
+    monkeypatch.setattr(ib.rng, "randint", no_allocation)  # the chain draws noise codes through rng
     t0 = time.perf_counter()
     with pytest.raises(ib.RequestTooLarge, match=r"random codes of a 1000000x1000000 grid.*TB"):
         model.random_codes(1, grid=(10**6, 10**6))

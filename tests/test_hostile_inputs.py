@@ -28,7 +28,7 @@ def model():
 @pytest.fixture(scope="module")
 def pack_modules():
     """The pack's nodes modules, imported against the stub ComfyUI API (as tests/test_nodes.py does)."""
-    from comfy_stub import load_nodes, stubbed_comfy_api
+    from tools.comfy_stub import load_nodes, stubbed_comfy_api
 
     with stubbed_comfy_api():
         load_nodes()

@@ -1,6 +1,6 @@
 """The node pack's logic without ComfyUI: ComfyUI's tensor conventions in, outputs checked.
 
-The pack's ``nodes`` package is imported against a stub ``comfy_api`` (tests/comfy_stub.py); the node
+The pack's ``nodes`` package is imported against a stub ``comfy_api`` (tools/comfy_stub.py); the node
 classes' ``execute`` and the plain functions behind them run the real core library on tiny models.
 """
 
@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 import torch
-from comfy_stub import fake_prompt_server, load_nodes, node_info, stubbed_comfy_api
+
+from tools.comfy_stub import fake_prompt_server, load_nodes, node_info, stubbed_comfy_api
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -18,7 +19,7 @@ ROOT = Path(__file__).resolve().parent.parent
 def pack(tmp_path_factory):
     folder = tmp_path_factory.mktemp("models")
     import imagebart_core as ib_top
-    from imagebart_core.random_model import write_random_model
+    from tools.random_model import write_random_model
 
     for kind, name in [("none", "uncond"), ("class", "class"), ("text", "text")]:
         write_random_model(folder / f"m-{name}.safetensors", kind, grid=(4, 4), n_scales=2)
