@@ -24,7 +24,7 @@ from .config import FORMAT_VERSION, ModelConfig
 from .fileio import save_safetensors
 from .model import ImageBART
 from .validate import check_finite
-from .vqgan import _check_used as check_used
+from .vqgan import check_used
 
 FORMAT_NAME = "imagebart"
 CONFIG_CHECKSUM_KEY = "config_sha256"

@@ -332,7 +332,7 @@ def null_condition(cfg: ConditioningConfig, batch: int = 1) -> Condition:
 
 
 @functools.lru_cache(maxsize=1)
-def _clip_tokenizer():
+def clip_tokenizer():
     """open_clip's CLIP BPE tokenizer (vocabulary file shipped with open_clip; no network)."""
     from open_clip.tokenizer import SimpleTokenizer
 
@@ -360,7 +360,7 @@ def text_vocabulary(cfg: ConditioningConfig) -> list[str] | None:
     _require_kind(cfg, "text")
     if cfg.text_token_ids is None:
         return None
-    tokenizer = _clip_tokenizer()
+    tokenizer = clip_tokenizer()
     special = {tokenizer.encoder.get("<start_of_text>"), tokenizer.encoder.get("<end_of_text>")}
     return sorted(tokenizer.decode([i]).strip() for i in cfg.text_token_ids if i not in special)
 
@@ -372,7 +372,7 @@ def prompt_words(cfg: ConditioningConfig, prompt: str) -> tuple[list[str], list[
     _require_kind(cfg, "text")
     if not prompt.strip():
         return [], []
-    tokenizer = _clip_tokenizer()
+    tokenizer = clip_tokenizer()
     special = {tokenizer.encoder.get("<start_of_text>"), tokenizer.encoder.get("<end_of_text>")}
     known_ids = None if cfg.text_token_ids is None else set(cfg.text_token_ids)
     ids = tokenizer([prompt], context_length=cfg.text_length)[0].tolist()
@@ -416,7 +416,7 @@ def text_condition(cfg: ConditioningConfig, prompts: Sequence[str], *, allow_emp
         raise ValueError(f"empty prompt: item {i} ({prompts[i]!r}) has no text")
     if cfg.text_length < 2:
         raise ValueError(f"text_length must be >= 2 (start and end tokens), got {cfg.text_length}")
-    tokenizer = _clip_tokenizer()
+    tokenizer = clip_tokenizer()
     cleaned = ["" if e else p for p, e in zip(prompts, empty)]
     tokens = tokenizer(cleaned, context_length=cfg.text_length).to(torch.int64)  # (B, text_length)
     if cfg.text_token_ids is not None:

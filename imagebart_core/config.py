@@ -218,13 +218,13 @@ class ModelConfig:
             raise ValueError(f"unknown model config fields: {sorted(unknown)}")
         return cls(
             name=d.get("name", "imagebart"),
-            vqgan=_from_plain(VQGANConfig, d.get("vqgan", {})),
-            scales=[_from_plain(TransformerConfig, s) for s in d.get("scales", [])],
-            schedule=_from_plain(ScheduleConfig, d.get("schedule", {})),
-            conditioning=_from_plain(ConditioningConfig, d.get("conditioning", {})),
+            vqgan=from_plain(VQGANConfig, d.get("vqgan", {})),
+            scales=[from_plain(TransformerConfig, s) for s in d.get("scales", [])],
+            schedule=from_plain(ScheduleConfig, d.get("schedule", {})),
+            conditioning=from_plain(ConditioningConfig, d.get("conditioning", {})),
             grid=tuple(d.get("grid", (16, 16))),
             vocab_size=int(d.get("vocab_size", 1024)),
-            sampling=_from_plain(SamplingDefaults, d.get("sampling", {})),
+            sampling=from_plain(SamplingDefaults, d.get("sampling", {})),
             source=dict(d.get("source", {})),
         )
 
@@ -243,7 +243,7 @@ def _to_plain(obj: Any) -> Any:
     return obj
 
 
-def _from_plain(cls: type, data: dict[str, Any]) -> Any:
+def from_plain(cls: type, data: dict[str, Any]) -> Any:
     names = {f.name: f for f in dataclasses.fields(cls)}
     unknown = set(data) - set(names)
     if unknown:

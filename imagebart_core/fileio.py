@@ -9,6 +9,7 @@ killed write left there (:func:`remove_stale_temps`), and trainers sweep their r
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
@@ -138,3 +139,15 @@ def _tensor_bytes(t: torch.Tensor):
     """The raw little-endian bytes of ``t`` (C order) as a buffer, without a copy when ``t`` is contiguous on CPU."""
     t = t.detach().cpu().contiguous()
     return t.reshape(-1).view(torch.uint8).numpy() if t.numel() else b""
+
+
+def sha256_file(path: str | os.PathLike, chunk: int = 1 << 24) -> str:
+    """The SHA-256 hex digest of a file, read in chunks (any size, little memory)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while True:
+            block = fh.read(chunk)
+            if not block:
+                break
+            h.update(block)
+    return h.hexdigest()

@@ -239,10 +239,10 @@ class Getter:
         return repo, ckpts, vqgan
 
     def _record_local(self, job: Job, path: Path) -> None:
-        from .original.convert import _sha256
+        from .fileio import sha256_file
 
         if path not in self._verified:
-            self._verified[path] = _sha256(path)
+            self._verified[path] = sha256_file(path)
         job.provenance.append({"file": str(path), "bytes": path.stat().st_size, "sha256": self._verified[path]})
 
     # -- shared ---------------------------------------------------------------------------------------------

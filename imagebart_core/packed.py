@@ -35,7 +35,7 @@ def _version(t: torch.Tensor) -> int | None:
     return None if t.is_inference() else t._version
 
 
-class _Packed:
+class PackedLinear:
     """One matrix in oneDNN layout (+ bias), remembering which parameter version it copies."""
 
     def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None, sources: tuple[torch.Tensor, ...]):
@@ -66,19 +66,19 @@ class PackedWeights:
     copies for inputs of at least :data:`PACKED_MIN_ROWS` rows.
     """
 
-    def __init__(self, table: dict[int, _Packed]):
+    def __init__(self, table: dict[int, PackedLinear]):
         self.table = table
 
     @classmethod
     def build(cls, modules: Iterable[nn.Module]) -> PackedWeights:
         """Pack every ``nn.Linear`` and every fused q/k/v matrix (an attention with ``fast`` set) in ``modules``."""
-        table: dict[int, _Packed] = {}
+        table: dict[int, PackedLinear] = {}
         for m in modules:
             if isinstance(m, nn.Linear):
-                table[id(m)] = _Packed(m.weight, m.bias, _params_of(m))
+                table[id(m)] = PackedLinear(m.weight, m.bias, _params_of(m))
             elif getattr(m, "fast", False):  # an Attention whose q/k/v are views of one fused matrix
                 sources = _params_of(m.to_q) + _params_of(m.to_k) + _params_of(m.to_v)
-                table[id(m)] = _Packed(m._qkv_weight, m._qkv_bias, sources)
+                table[id(m)] = PackedLinear(m._qkv_weight, m._qkv_bias, sources)
         return cls(table)
 
     def valid(self) -> bool:
@@ -113,7 +113,7 @@ def shared(owner: nn.Module, modules: Iterable[nn.Module]) -> PackedWeights:
     return packed
 
 
-def _lookup(module: nn.Module, x: torch.Tensor) -> _Packed | None:
+def _lookup(module: nn.Module, x: torch.Tensor) -> PackedLinear | None:
     table = getattr(_active, "table", None)
     if table is None or x.dtype != torch.float32 or x.numel() < PACKED_MIN_ROWS * x.shape[-1]:
         return None

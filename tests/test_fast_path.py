@@ -243,8 +243,8 @@ def test_batched_steps_use_packed_weights_with_the_same_result(monkeypatch):
     model = _model("class", True)
     cond = model.class_condition([0, 1, 2, 3, 0])
     rows = []
-    call = packing._Packed.__call__
-    monkeypatch.setattr(packing._Packed, "__call__", lambda self, x: rows.append(x.shape[0]) or call(self, x))
+    call = packing.PackedLinear.__call__
+    monkeypatch.setattr(packing.PackedLinear, "__call__", lambda self, x: rows.append(x.shape[0]) or call(self, x))
     packed = model.sample(5, cond, seed=3, guidance=2.0)
     assert rows and min(rows) >= packing.PACKED_MIN_ROWS
     monkeypatch.setattr(packing, "PACKED_MIN_ROWS", 10**9)  # dense kernels only

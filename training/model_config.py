@@ -140,7 +140,7 @@ def build_model_config(
 
 def caption_token_ids(data, text_length: int) -> list[int]:
     """Sorted CLIP ids (without padding 0) of every caption ``.txt`` beside the images of ``data``."""
-    from imagebart_core.conditioning import _clip_tokenizer
+    from imagebart_core.conditioning import clip_tokenizer
 
     from .data import find_images
 
@@ -148,7 +148,7 @@ def caption_token_ids(data, text_length: int) -> list[int]:
     if not captions:
         raise SystemExit(f"no caption .txt files beside the images of {data}")
     ids: set[int] = set()
-    tokens = _clip_tokenizer()(captions, context_length=text_length)  # (N, L)
+    tokens = clip_tokenizer()(captions, context_length=text_length)  # (N, L)
     ids.update(int(t) for t in tokens.unique() if int(t) != 0)
     return sorted(ids)
 

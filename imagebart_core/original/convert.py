@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import gc
-import hashlib
 import logging
 import sys
 import time
@@ -34,6 +33,7 @@ import torch
 
 from ..checkpoint import CONFIG_CHECKSUM_KEY, config_checksum
 from ..config import DECODER_ONLY, FORMAT_VERSION, ModelConfig
+from ..fileio import sha256_file
 from ..transformer import prefix_mask
 from ..validate import check_finite
 from . import keymap
@@ -157,17 +157,6 @@ def explicit_release(checkpoints: list[str | Path], configs: list[str | Path], r
 
 
 # -- planning --------------------------------------------------------------------------------------------
-def _sha256(path: Path, chunk: int = 1 << 24) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while True:
-            block = fh.read(chunk)
-            if not block:
-                break
-            h.update(block)
-    return h.hexdigest()
-
-
 def _resolve(root: Path, value: str | None) -> Path | None:
     if not value:
         return None
@@ -283,7 +272,7 @@ def plan_conversion(files: ReleaseFiles, weights: str = "ema", hash_files: bool 
         scale_maps.append(_plan_scale(s, sd, raw, ema, config, expected, where, weights))
         check_finite({k: sd[k] for k in [*scale_maps[-1].values(), *vqgan_map.values()] if k in sd}, where, ConversionError)
         if hash_files:
-            info["sha256"] = _sha256(Path(ckpt_path))
+            info["sha256"] = sha256_file(Path(ckpt_path))
         file_info.append(info)
         del sd, ckpt
         _release(ckpt_path)
@@ -296,7 +285,7 @@ def plan_conversion(files: ReleaseFiles, weights: str = "ema", hash_files: bool 
         if p is not None:
             entry = {"role": role, "path": files.rel(p)}
             if hash_files:
-                entry["sha256"] = _sha256(Path(p))
+                entry["sha256"] = sha256_file(Path(p))
             file_info.append(entry)
     if any(sp.extra.get("ignored_tanh_out") for sp in specs):
         notes.append("ddconfig.tanh_out is set in the yamls and ignored, as the original taming decoder ignores it")
