@@ -78,6 +78,13 @@ def _first_crossing(grid: np.ndarray, values: np.ndarray, target: float) -> floa
     return float(grid[int(np.argmin(np.abs(values - target)))])
 
 
+def residual_alpha(betas: Sequence[float], scale: int) -> float:
+    """alpha_s = 1 - beta_s of the step into level s + 1, in float32 like all schedule arithmetic (equal to
+    ``MultinomialDiffusion(betas, K).alphas[s]``): the weight of the input token in scale s's residual term.
+    Every place that builds a scale (model, loader, random init, trainer) takes it from here."""
+    return float(1.0 - torch.tensor(float(betas[scale]), dtype=torch.float32, device="cpu"))  # cpu: also under meta
+
+
 # -- the process ---------------------------------------------------------------------------------
 class MultinomialDiffusion:
     """Forward process, posterior and KL for a fixed schedule over K codes."""

@@ -26,6 +26,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .fileio import sha256_file
 from .original import archives
 from .original.convert import ConversionError, ReleaseFiles, convert_release
 from .original.releases import RELEASES, Release
@@ -188,10 +189,9 @@ class Getter:
             if download and not dest.is_file():
                 self._download(self.repo_url + relpath, dest, job)
             elif download:
-                from .original import download as dl
 
                 job.provenance.append({"url": self.repo_url + relpath, "file": self._label(dest),
-                                       "bytes": dest.stat().st_size, "sha256": dl.sha256_of(dest)})
+                                       "bytes": dest.stat().st_size, "sha256": sha256_file(dest)})
                 (self.keep_at_end if self.args.keep else self.remove_at_end).add(dest)
             return dest
 
@@ -239,7 +239,6 @@ class Getter:
         return repo, ckpts, vqgan
 
     def _record_local(self, job: Job, path: Path) -> None:
-        from .fileio import sha256_file
 
         if path not in self._verified:
             self._verified[path] = sha256_file(path)

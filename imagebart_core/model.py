@@ -11,7 +11,6 @@ ordered scale 1 first, a ``{scale: value}`` dict, or ``None`` (the model's defau
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import numbers
 from collections.abc import Sequence
 from typing import Any
@@ -23,10 +22,10 @@ from . import budget, validate
 from . import conditioning as conditioning_lib
 from .chain import reverse
 from .chain.windows import DEFAULT_WINDOW_CACHE_BYTES
-from .codes import Codes
+from .codes import Codes, codebook_identity
 from .conditioning import Condition
 from .config import ModelConfig
-from .diffusion import MultinomialDiffusion
+from .diffusion import MultinomialDiffusion, residual_alpha
 from .transformer import build_scale, init_weights
 from .vqgan import VQGAN
 
@@ -47,7 +46,7 @@ class ImageBART(nn.Module):
         betas = config.schedule.betas
         self.diffusion = MultinomialDiffusion(betas, config.vocab_size)
         self.scales = nn.ModuleList(
-            build_scale(sc, config.conditioning, residual_alpha=float(self.diffusion.alphas[s]))
+            build_scale(sc, config.conditioning, residual_alpha=residual_alpha(betas, s))
             for s, sc in enumerate(config.scales, start=1)
         )
         if init:
@@ -80,10 +79,7 @@ class ImageBART(nn.Module):
         used = self.vqgan.quantize.used
         key = (emb.data_ptr(), _version(emb), used.data_ptr(), _version(used), emb.dtype)
         if self._identity_cache is None or self._identity_cache[0] != key:
-            h = hashlib.sha256()
-            h.update(used.detach().cpu().numpy().tobytes())
-            h.update(emb.detach().float().cpu().numpy().tobytes())
-            self._identity_cache = (key, h.hexdigest()[:16])
+            self._identity_cache = (key, codebook_identity(used, emb))
         return self._identity_cache[1]
 
     def to_runtime(self, device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32) -> ImageBART:
@@ -95,6 +91,14 @@ class ImageBART(nn.Module):
                 scale.residual_alpha = scale.residual_alpha.float()
         self.eval()
         return self
+
+    def reset_residual_alphas(self, device: torch.device | str | None = None) -> None:
+        """Re-create each scale's residual alpha, a non-persistent float32 buffer that construction on the meta
+        device leaves empty (see :func:`~imagebart_core.diffusion.residual_alpha`)."""
+        for s, scale in enumerate(self.scales, start=1):
+            if hasattr(scale, "residual_alpha"):
+                alpha = residual_alpha(self.config.schedule.betas, s)
+                scale.residual_alpha = torch.tensor(alpha, dtype=torch.float32, device=device)
 
     @property
     def packed_steps(self) -> bool:

@@ -19,6 +19,7 @@ import numpy as np
 import torch
 from safetensors import safe_open
 
+from imagebart_core.codes import codebook_identity
 from imagebart_core.config import ModelConfig, VQGANConfig, from_plain
 from imagebart_core.fileio import atomic_path, atomic_write_text, save_safetensors
 from imagebart_core.vqgan import VQGAN, check_used
@@ -70,10 +71,7 @@ def load_vqgan(path: str | Path, device="cpu", used: torch.Tensor | None = None)
 
 def codebook_hash(vqgan: VQGAN) -> str:
     """A short hash of a VQGAN's codebook and shrink list (codes are only meaningful with both)."""
-    h = hashlib.sha256()
-    h.update(vqgan.quantize.used.detach().cpu().numpy().tobytes())
-    h.update(vqgan.quantize.embedding.weight.detach().float().cpu().numpy().tobytes())
-    return h.hexdigest()[:16]
+    return codebook_identity(vqgan.quantize.used, vqgan.quantize.embedding.weight)
 
 
 def read_vqgan_config(path: str | Path) -> VQGANConfig:

@@ -28,7 +28,7 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 
 from imagebart_core import conditioning as cond_lib
 from imagebart_core.config import DECODER_ONLY, ModelConfig
-from imagebart_core.diffusion import MultinomialDiffusion
+from imagebart_core.diffusion import MultinomialDiffusion, residual_alpha
 from imagebart_core.transformer import build_scale, init_weights
 
 from . import common
@@ -47,7 +47,7 @@ class ScaleModel(torch.nn.Module):
         if not 1 <= scale <= cfg.n_scales:
             raise ValueError(f"--scale must be in 1..{cfg.n_scales} for this model config, got {scale}")
         self.scale = scale
-        alpha = float(1.0 - cfg.schedule.betas[scale])  # alpha of the step into level s+1 (residual term)
+        alpha = residual_alpha(cfg.schedule.betas, scale)  # the sampler's float32 value (residual term)
         self.net = build_scale(cfg.scales[scale - 1], cfg.conditioning, residual_alpha=alpha)
         init_weights(self.net)
 

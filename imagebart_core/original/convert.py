@@ -32,6 +32,7 @@ import numpy as np
 import torch
 
 from ..checkpoint import CONFIG_CHECKSUM_KEY, config_checksum
+from ..codes import codebook_identity
 from ..config import DECODER_ONLY, FORMAT_VERSION, ModelConfig
 from ..fileio import sha256_file
 from ..transformer import prefix_mask
@@ -482,10 +483,6 @@ def write_plan(plan: Plan, out: str | Path, overwrite: bool = False) -> Path:
     Floating-point scale tensors are stored in the dtype ``plan.tensors`` gives them (see
     :func:`store_transformers_as`); the VQGAN always in float32.
     """
-    import hashlib as _h
-
-    h = _h.sha256()
-    h.update(plan.used.numpy().tobytes())
     files = plan.files
     emb_key = plan.vqgan_map["vqgan.quantize.embedding.weight"]
     meta = {"format": FORMAT_NAME, "format_version": str(FORMAT_VERSION), "config": plan.config.to_json()}
@@ -495,8 +492,7 @@ def write_plan(plan: Plan, out: str | Path, overwrite: bool = False) -> Path:
         if not emb_key.startswith("vqgan:") else None
     vq_sd = first if first is not None else {"vqgan:" + k: v for k, v in state_dict_of(
         load_checkpoint(files.vqgan_checkpoint), files.vqgan_checkpoint).items()}
-    h.update(vq_sd[emb_key].detach().float().numpy().tobytes())
-    meta["codebook_id"] = h.hexdigest()[:16]
+    meta["codebook_id"] = codebook_identity(plan.used, vq_sd[emb_key])
     meta["source"] = f"{SOURCE_KIND}:{files.name}"
     with StreamingSafetensorsWriter(out, plan.tensors, meta, overwrite=overwrite) as writer:
         for native, src in plan.vqgan_map.items():
