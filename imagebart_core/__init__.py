@@ -20,8 +20,9 @@ from .config import (
     VQGANConfig,
     tiny_config,
 )
-from .diffusion import MultinomialDiffusion, betas_from_alpha_bar, betas_from_metric_curve, geometric_betas
+from .diffusion import MultinomialDiffusion
 from .model import ImageBART, upper_half_mask
+from .schedule import betas_from_alpha_bar, betas_from_metric_curve, geometric_betas
 
 __version__ = "0.2.0"
 

@@ -20,6 +20,8 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
+from .schedule import geometric_betas
+
 #: Version of the native ``.safetensors`` model-file layout. Bump on incompatible changes.
 FORMAT_VERSION = 1
 
@@ -327,7 +329,7 @@ def tiny_config(
     scales = chain_scales(n_scales, vocab_size=vocab_size, n_tokens=grid[0] * grid[1],
                           prefix_length=1 + cond.prefix_length, dim=dim, heads=2, dim_head=16, depth=2,
                           decoder_depth=1, residual=residual)
-    betas = [0.0] + [1.0 / (n_scales - s + 1) for s in range(1, n_scales + 1)]
+    betas = geometric_betas(n_scales)  # float32 values, like every schedule
     cfg = ModelConfig(
         name="tiny",
         vqgan=VQGANConfig(

@@ -25,7 +25,8 @@ from .chain.windows import DEFAULT_WINDOW_CACHE_BYTES
 from .codes import Codes, codebook_identity
 from .conditioning import Condition
 from .config import ModelConfig
-from .diffusion import MultinomialDiffusion, residual_alpha
+from .diffusion import MultinomialDiffusion
+from .schedule import residual_alpha
 from .transformer import build_scale, init_weights
 from .vqgan import VQGAN
 

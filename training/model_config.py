@@ -22,7 +22,7 @@ from imagebart_core.config import (
     VQGANConfig,
     chain_scales,
 )
-from imagebart_core.diffusion import betas_from_alpha_bar, geometric_betas
+from imagebart_core.schedule import betas_from_alpha_bar, geometric_betas
 
 
 @dataclass

@@ -28,7 +28,8 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 
 from imagebart_core import conditioning as cond_lib
 from imagebart_core.config import DECODER_ONLY, ModelConfig
-from imagebart_core.diffusion import MultinomialDiffusion, residual_alpha
+from imagebart_core.diffusion import MultinomialDiffusion
+from imagebart_core.schedule import residual_alpha
 from imagebart_core.transformer import build_scale, init_weights
 
 from . import common
