@@ -312,7 +312,7 @@ def test_save_model_removes_what_a_killed_save_left(model, tmp_path):
 
 
 def test_streaming_writer_removes_what_a_killed_conversion_left(tmp_path):
-    from imagebart_core.original.st_writer import StreamingSafetensorsWriter
+    from imagebart_core.fileio import StreamingSafetensorsWriter
 
     target = tmp_path / "converted.safetensors"
     stale = _killed_write_leftover(target)

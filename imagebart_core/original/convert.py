@@ -34,7 +34,7 @@ import torch
 from ..checkpoint import CONFIG_CHECKSUM_KEY, config_checksum
 from ..codes import codebook_identity
 from ..config import DECODER_ONLY, FORMAT_VERSION, ModelConfig
-from ..fileio import sha256_file
+from ..fileio import StreamingSafetensorsWriter, sha256_file
 from ..transformer import prefix_mask
 from ..validate import check_finite
 from . import keymap
@@ -42,7 +42,6 @@ from .releases import RELEASES
 from .safe_pickle import OriginalFileError, load_checkpoint, state_dict_of
 from .schedule import betas_from_alphats, parse_redraw_prob, schedule_betas
 from .sizes import STORAGE_DTYPES
-from .st_writer import StreamingSafetensorsWriter
 from .yaml_config import ScaleSpec, model_config, parse_scale_yaml, read_sampling_yaml, read_yaml
 
 logger = logging.getLogger(__name__)
