@@ -92,11 +92,6 @@ class MultinomialDiffusion:
         flip = (u < p).to(x.device).view_as(x)
         return torch.where(flip, r.to(x.device).view_as(x), x).reshape(b, *x.shape[1:])
 
-    def sample_step(self, x_prev: torch.Tensor, level: int, gens: Sequence[torch.Generator]) -> torch.Tensor:
-        """x_level ~ q(x_level | x_{level-1})."""
-        i = self._check_level(level, 2)
-        return self.redraw(x_prev, float(self.betas[i]), gens)
-
     def sample_marginal(self, x1: torch.Tensor, level: int, gens: Sequence[torch.Generator]) -> torch.Tensor:
         """x_level ~ q(x_level | x_1)."""
         i = self._check_level(level)

@@ -329,7 +329,7 @@ def test_resumed_training_leaves_no_temp_file_and_one_log_row_per_step(tmp_path)
 
     from _training_fixtures import one_thread, scale_args, tiny_scale_setup
 
-    from training.common import CHECKPOINT_NAME
+    from training.checkpoints import CHECKPOINT_NAME
     from training.train_scale import run
 
     threads = one_thread()

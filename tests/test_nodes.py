@@ -71,6 +71,10 @@ def test_extension_lists_nodes(pack):
     import asyncio
 
     assert asyncio.run(pack.nodes.ImageBARTExtension().get_node_list()) == pack.nodes.NODES
+    schemas = [node.define_schema() for node in pack.nodes.NODES]
+    ids = [schema.node_id for schema in schemas]
+    assert len(set(ids)) == len(ids) >= 9 and all(i.startswith("ImageBART") for i in ids)
+    assert all(schema.description for schema in schemas)  # a description on every node
 
 
 # -- loader ----------------------------------------------------------------------------------------------------
@@ -232,11 +236,23 @@ def test_masked_refine_batches_and_errors(pack):
 
 
 def test_masked_refine_with_class_and_text(pack):
-    for handle, cond in [(pack.cls, pack.conditions.class_condition(pack.cls, "tiger")),
-                         (pack.text, pack.conditions.text_condition(pack.text, "a red circle"))]:
+    """Conditioned refinement keeps the unmasked codes, repeats with the same seed, and follows its condition."""
+    cases = [(pack.cls, pack.conditions.class_condition(pack.cls, "tiger"),
+              pack.conditions.class_condition(pack.cls, "goldfish")),
+             (pack.text, pack.conditions.text_condition(pack.text, "a red circle"),
+              pack.conditions.text_condition(pack.text, "a blue square"))]
+    mask = torch.zeros(1, 16, 16)
+    mask[:, :8] = 1.0  # the upper half
+    for handle, cond, other in cases:
         clean = pack.codes.encode(handle, image())
-        out, _, _ = pack.chain.masked_refine(handle, clean, torch.ones(1, 16, 16), 1, condition=cond, guidance=2.0)
-        assert out.level == 1
+        regen = handle.model.token_mask(mask, clean)
+        out, pixels, _ = pack.chain.masked_refine(handle, clean, mask, 1, condition=cond, guidance=2.0)
+        assert out.level == 1 and pixels.shape == (1, 16, 16, 3)
+        assert torch.equal(out.tokens[~regen], clean.tokens[~regen])
+        again, _, _ = pack.chain.masked_refine(handle, clean, mask, 1, condition=cond, guidance=2.0)
+        assert torch.equal(again.tokens, out.tokens)
+        changed, _, _ = pack.chain.masked_refine(handle, clean, mask, 1, condition=other, guidance=2.0)
+        assert not torch.equal(changed.tokens[regen], out.tokens[regen])  # the condition reaches the chain
 
 
 # -- conditions ----------------------------------------------------------------------------------------------
