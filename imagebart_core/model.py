@@ -26,6 +26,7 @@ from .codes import Codes, codebook_identity
 from .conditioning import Condition
 from .config import ModelConfig
 from .diffusion import MultinomialDiffusion
+from .packed import tensor_version
 from .schedule import residual_alpha
 from .transformer import build_scale, init_weights
 from .vqgan import VQGAN
@@ -78,7 +79,7 @@ class ImageBART(nn.Module):
         """A short hash of the codebook and shrink list: codes are only valid for models sharing it."""
         emb = self.vqgan.quantize.embedding.weight
         used = self.vqgan.quantize.used
-        key = (emb.data_ptr(), _version(emb), used.data_ptr(), _version(used), emb.dtype)
+        key = (emb.data_ptr(), tensor_version(emb), used.data_ptr(), tensor_version(used), emb.dtype)
         if self._identity_cache is None or self._identity_cache[0] != key:
             self._identity_cache = (key, codebook_identity(used, emb))
         return self._identity_cache[1]
@@ -284,12 +285,6 @@ class ImageBART(nn.Module):
         cond_tokens = self.condition_tokens(cond, b)
         with self.scale_running(scale) as net:
             return net(x_in.reshape(b, -1), target.reshape(b, -1), scale, cond_tokens)
-
-
-def _version(t: torch.Tensor) -> int:
-    """A tensor's in-place version counter; inference tensors (made under torch.inference_mode, as in
-    ComfyUI) have none, and cannot change outside inference mode, so they count as version 0."""
-    return 0 if t.is_inference() else t._version
 
 
 def upper_half_mask(batch: int, height: int, width: int) -> torch.Tensor:

@@ -29,9 +29,10 @@ PACKED_MIN_ROWS = 2
 _active = threading.local()
 
 
-def _version(t: torch.Tensor) -> int | None:
-    """In-place modification counter; None for inference tensors (made under ``torch.inference_mode``), which
-    keep none: for those only a replaced tensor (new data pointer) is detected."""
+def tensor_version(t: torch.Tensor) -> int | None:
+    """In-place modification counter; None for inference tensors (made under ``torch.inference_mode``, as in
+    ComfyUI), which keep none and cannot change outside inference mode: for those only a replaced tensor (new
+    data pointer) is detected. Caches of values derived from a tensor key on (data pointer, this)."""
     return None if t.is_inference() else t._version
 
 
@@ -42,10 +43,10 @@ class PackedLinear:
         self.weight = weight.detach().contiguous().to_mkldnn()  # [out, in]
         self.bias = bias.detach().contiguous().to_mkldnn() if bias is not None else None
         self.out_features = weight.shape[0]
-        self.sources = [(t, t.data_ptr(), _version(t)) for t in sources]
+        self.sources = [(t, t.data_ptr(), tensor_version(t)) for t in sources]
 
     def valid(self) -> bool:
-        return all(t.data_ptr() == ptr and _version(t) == version for t, ptr, version in self.sources)
+        return all(t.data_ptr() == ptr and tensor_version(t) == version for t, ptr, version in self.sources)
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         """x [..., in] float32 -> [..., out]."""

@@ -1,4 +1,4 @@
-"""Write a small random-weight ImageBART model file (for example workflows and tests, until real weights).
+"""Write a small random-weight ImageBART model file (for example workflows and tests; its samples are structured noise).
 
     python -m tools.random_model --out imagebart-random-uncond.safetensors --conditioning none
 

@@ -166,6 +166,8 @@ def reverse_step(model: ImageBART, codes: Codes, cond: AnyCondition = None, step
                  window_stride: int | None = None) -> Codes:
     """Run ``steps`` transitions from ``codes.level`` down (level l -> l - steps)."""
     model.check_codes(codes)
+    if codes.level == 1:
+        raise ValueError("these codes are already clean (level 1): no reverse steps are left. Decode them.")
     steps = validate.as_int(steps, "steps")
     if not 1 <= steps <= codes.level - 1:
         raise ValueError(f"codes at level {codes.level} allow 1..{codes.level - 1} steps, got {steps}")
@@ -243,6 +245,7 @@ def masked_refine(model: ImageBART, codes: Codes, mask: torch.Tensor, cond: AnyC
     n_passes = [validate.as_int(p, "passes") for p in per_scale(model, passes, "refine_passes")]
     if any(p < 1 for p in n_passes):
         raise ValueError("refinement passes must be >= 1")
+    filters = token_filters(model, temperature, top_k, top_p)  # settings are refused before any work
     b = codes.batch_size
     regen = token_mask(model, mask, codes)  # [B, h, w] bool
     guidance = validate.as_float(guidance, "guidance")
@@ -253,7 +256,6 @@ def masked_refine(model: ImageBART, codes: Codes, mask: torch.Tensor, cond: AnyC
     known_mask = ~regen
     if not bool(regen.any()):
         return codes.with_tokens(x1.clone(), 1)
-    filters = token_filters(model, temperature, top_k, top_p)
     cond_plan = _cond_plan(model, cond, b)
     null_tokens = _null_tokens(model, cond_plan[0][0], guidance, b)
     sampler = sampler or PerItemSampler(seeds)
