@@ -157,7 +157,7 @@ def parse_per_scale(text: str, n_scales: int, name: str, cast=float) -> dict[int
 
 def filter_settings(handle: ModelHandle, temperature: float, top_k: int, top_p: float,
                     temperature_per_scale: str = "", top_k_per_scale: str = "", top_p_per_scale: str = ""):
-    """Node widgets -> per-scale lists (scale 1 first) for the core. top_k 0 and top_p >= 1.0 mean off."""
+    """Node widgets -> per-scale lists (scale 1 first) for the core. top_k 0 and top_p 1.0 mean off."""
     n = handle.model.n_scales
     temps = [float(temperature)] * n
     ks = [int(top_k)] * n
@@ -169,7 +169,7 @@ def filter_settings(handle: ModelHandle, temperature: float, top_k: int, top_p: 
     for s, v in parse_per_scale(top_p_per_scale, n, "top_p").items():
         ps[s - 1] = v
     # the core validates the values (before any work); here only the widgets' "off" values are translated
-    return temps, [None if k <= 0 else k for k in ks], [None if p >= 1.0 else p for p in ps]
+    return temps, [None if k <= 0 else k for k in ks], [None if p == 1.0 else p for p in ps]  # > 1: the core refuses
 
 
 # -- shared widget definitions -------------------------------------------------------------------------------

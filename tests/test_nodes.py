@@ -168,6 +168,11 @@ def test_per_scale_overrides(pack):
         parse("fast", 2, "t")
     temps, ks, ps = pack.nodes.common.filter_settings(pack.uncond, 1.0, 0, 1.0, "2:0.5", "1:5", "")
     assert temps == [1.0, 0.5] and ks == [5, None] and ps == [None, None]
+    # out-of-range overrides reach the core, which refuses them before any work (never silently "off")
+    with pytest.raises(ValueError, match=r"top_p must be in \(0, 1\]"):
+        pack.chain.sample(pack.uncond, 0, 0, 1, 3, top_p_per_scale="1:1.5")
+    with pytest.raises(ValueError, match="temperature must be > 0"):
+        pack.chain.sample(pack.uncond, 0, 0, 1, 3, temperature_per_scale="2:-1")
     # an override changes only its scale's draws: scale 2 (first step) equal, final result differs
     a, _ = pack.chain.sample(pack.uncond, 0, 0, 1, 3)
     b, _ = pack.chain.sample(pack.uncond, 0, 0, 1, 3, temperature_per_scale="1:0.05")
