@@ -7,9 +7,10 @@
 """
 
 from .budget import RequestEstimate, RequestTooLarge, check_request, estimate_request
+from .chain.sampling import NonFiniteProbabilities, Progress
 from .checkpoint import ModelFileError, load_model, read_config, save_model
 from .codes import Codes
-from .conditioning import Condition
+from .conditioning import Condition, ConditionBlend
 from .config import (
     ConditioningConfig,
     ModelConfig,
@@ -19,10 +20,9 @@ from .config import (
     VQGANConfig,
     tiny_config,
 )
-from .diffusion import MultinomialDiffusion, betas_from_alpha_bar, betas_from_metric_curve, geometric_betas
+from .diffusion import MultinomialDiffusion
 from .model import ImageBART, upper_half_mask
-from .sampling import NonFiniteProbabilities, Progress
-from .windows import ConditionBlend
+from .schedule import betas_from_alpha_bar, betas_from_metric_curve, geometric_betas
 
 __version__ = "0.2.0"
 

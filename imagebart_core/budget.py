@@ -15,7 +15,7 @@ Memory (bytes) counts, for the biggest transition of the chain:
 * the largest transient of a full pass (the encoder, or a window's causal prefix feed): activations and,
   where a mask makes attention materialise its scores, the score matrix;
 * on grids larger than the trained one, the kept window states (at most the window cache budget,
-  :data:`~imagebart_core.windows.DEFAULT_WINDOW_CACHE_BYTES`);
+  :data:`~imagebart_core.chain.windows.DEFAULT_WINDOW_CACHE_BYTES`);
 * on the CPU with two or more rows, the packed copy of one scale's step weights;
 * for ``encode`` / ``decode``: the image and the VQGAN's activations at full resolution, and for encode
   the nearest-code distance matrix.
@@ -34,8 +34,8 @@ from dataclasses import dataclass
 
 import torch
 
+from .chain.windows import DEFAULT_WINDOW_CACHE_BYTES, default_stride
 from .config import DECODER_ONLY, ModelConfig, TransformerConfig
-from .windows import DEFAULT_WINDOW_CACHE_BYTES, default_stride
 
 #: Bytes per token per batch item of the grids a chain call holds (int64 in, out, known, uniforms (float64),
 #: the progress copy, a bool mask and the noise draws).

@@ -24,7 +24,7 @@ from .config import FORMAT_VERSION, ModelConfig
 from .fileio import save_safetensors
 from .model import ImageBART
 from .validate import check_finite
-from .vqgan import _check_used as check_used
+from .vqgan import check_used
 
 FORMAT_NAME = "imagebart"
 CONFIG_CHECKSUM_KEY = "config_sha256"
@@ -184,9 +184,7 @@ def load_model(path: str | os.PathLike, device: str | torch.device = "cpu",
 
 def _rebuild_derived(model: ImageBART) -> None:
     """Re-create non-persistent buffers (left on the meta device by construction there)."""
-    for s, scale in enumerate(model.scales, start=1):
-        if hasattr(scale, "residual_alpha"):
-            scale.residual_alpha = torch.tensor(float(model.diffusion.alphas[s]), dtype=torch.float32)
+    model.reset_residual_alphas()
 
 
 def _short(names: list[str], limit: int = 8) -> str:

@@ -2,9 +2,20 @@
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 
 import torch
+
+
+def codebook_identity(used: torch.Tensor, embedding: torch.Tensor) -> str:
+    """The codebook identity of :attr:`Codes.codebook_id`: a short SHA-256 of the shrink list (int64 [K]) and
+    the codebook embedding (any float dtype, hashed as float32 [n_embed, D]). Model files, trainers and the
+    converter all name codebooks with this one function, so their codes agree."""
+    h = hashlib.sha256()
+    h.update(used.detach().cpu().numpy().tobytes())
+    h.update(embedding.detach().float().cpu().numpy().tobytes())
+    return h.hexdigest()[:16]
 
 
 @dataclass(frozen=True)

@@ -332,7 +332,7 @@ def null_condition(cfg: ConditioningConfig, batch: int = 1) -> Condition:
 
 
 @functools.lru_cache(maxsize=1)
-def _clip_tokenizer():
+def clip_tokenizer():
     """open_clip's CLIP BPE tokenizer (vocabulary file shipped with open_clip; no network)."""
     from open_clip.tokenizer import SimpleTokenizer
 
@@ -360,7 +360,7 @@ def text_vocabulary(cfg: ConditioningConfig) -> list[str] | None:
     _require_kind(cfg, "text")
     if cfg.text_token_ids is None:
         return None
-    tokenizer = _clip_tokenizer()
+    tokenizer = clip_tokenizer()
     special = {tokenizer.encoder.get("<start_of_text>"), tokenizer.encoder.get("<end_of_text>")}
     return sorted(tokenizer.decode([i]).strip() for i in cfg.text_token_ids if i not in special)
 
@@ -372,7 +372,7 @@ def prompt_words(cfg: ConditioningConfig, prompt: str) -> tuple[list[str], list[
     _require_kind(cfg, "text")
     if not prompt.strip():
         return [], []
-    tokenizer = _clip_tokenizer()
+    tokenizer = clip_tokenizer()
     special = {tokenizer.encoder.get("<start_of_text>"), tokenizer.encoder.get("<end_of_text>")}
     known_ids = None if cfg.text_token_ids is None else set(cfg.text_token_ids)
     ids = tokenizer([prompt], context_length=cfg.text_length)[0].tolist()
@@ -416,7 +416,7 @@ def text_condition(cfg: ConditioningConfig, prompts: Sequence[str], *, allow_emp
         raise ValueError(f"empty prompt: item {i} ({prompts[i]!r}) has no text")
     if cfg.text_length < 2:
         raise ValueError(f"text_length must be >= 2 (start and end tokens), got {cfg.text_length}")
-    tokenizer = _clip_tokenizer()
+    tokenizer = clip_tokenizer()
     cleaned = ["" if e else p for p, e in zip(prompts, empty)]
     tokens = tokenizer(cleaned, context_length=cfg.text_length).to(torch.int64)  # (B, text_length)
     if cfg.text_token_ids is not None:
@@ -429,3 +429,48 @@ def text_condition(cfg: ConditioningConfig, prompts: Sequence[str], *, allow_emp
         labels=[NULL_LABEL if e else p for p, e in zip(prompts, empty)],
         null=torch.tensor(empty, dtype=torch.bool),
     )
+
+
+@dataclass
+class ConditionBlend:
+    """Conditions whose influence varies from left to right.
+
+    ``conditions[i]`` dominates at horizontal position ``stops[i]`` (fractions 0..1 of the image width,
+    increasing; default evenly spaced, so two conditions go from the left edge to the right edge).
+    Between two stops the logits are mixed linearly. All conditions have the same kind.
+    """
+
+    conditions: Sequence[Condition]
+    stops: Sequence[float] | None = None
+
+    def __post_init__(self):
+        if len(self.conditions) < 1:
+            raise ValueError("a blend needs at least one condition")
+        kinds = {c.kind for c in self.conditions}
+        if len(kinds) != 1:
+            raise ValueError(f"all blended conditions must be of one kind, got {sorted(kinds)}")
+        n = len(self.conditions)
+        if self.stops is None:
+            self.stops = [i / (n - 1) for i in range(n)] if n > 1 else [0.5]
+        if len(self.stops) != n or any(b <= a for a, b in zip(self.stops, self.stops[1:])):
+            raise ValueError("stops must give one increasing position per condition")
+
+    @property
+    def kind(self) -> str:
+        return self.conditions[0].kind
+
+    def weights(self, x: float) -> list[float]:
+        """Mixing weights (sum 1) at horizontal fraction ``x`` in 0..1."""
+        stops = list(self.stops)
+        n = len(stops)
+        if n == 1 or x <= stops[0]:
+            return [1.0] + [0.0] * (n - 1)
+        if x >= stops[-1]:
+            return [0.0] * (n - 1) + [1.0]
+        out = [0.0] * n
+        for i in range(n - 1):
+            if stops[i] <= x <= stops[i + 1]:
+                f = (x - stops[i]) / (stops[i + 1] - stops[i])
+                out[i], out[i + 1] = 1.0 - f, f
+                return out
+        return out

@@ -20,6 +20,8 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
+from .schedule import geometric_betas
+
 #: Version of the native ``.safetensors`` model-file layout. Bump on incompatible changes.
 FORMAT_VERSION = 1
 
@@ -218,13 +220,13 @@ class ModelConfig:
             raise ValueError(f"unknown model config fields: {sorted(unknown)}")
         return cls(
             name=d.get("name", "imagebart"),
-            vqgan=_from_plain(VQGANConfig, d.get("vqgan", {})),
-            scales=[_from_plain(TransformerConfig, s) for s in d.get("scales", [])],
-            schedule=_from_plain(ScheduleConfig, d.get("schedule", {})),
-            conditioning=_from_plain(ConditioningConfig, d.get("conditioning", {})),
+            vqgan=from_plain(VQGANConfig, d.get("vqgan", {})),
+            scales=[from_plain(TransformerConfig, s) for s in d.get("scales", [])],
+            schedule=from_plain(ScheduleConfig, d.get("schedule", {})),
+            conditioning=from_plain(ConditioningConfig, d.get("conditioning", {})),
             grid=tuple(d.get("grid", (16, 16))),
             vocab_size=int(d.get("vocab_size", 1024)),
-            sampling=_from_plain(SamplingDefaults, d.get("sampling", {})),
+            sampling=from_plain(SamplingDefaults, d.get("sampling", {})),
             source=dict(d.get("source", {})),
         )
 
@@ -243,7 +245,7 @@ def _to_plain(obj: Any) -> Any:
     return obj
 
 
-def _from_plain(cls: type, data: dict[str, Any]) -> Any:
+def from_plain(cls: type, data: dict[str, Any]) -> Any:
     names = {f.name: f for f in dataclasses.fields(cls)}
     unknown = set(data) - set(names)
     if unknown:
@@ -327,7 +329,7 @@ def tiny_config(
     scales = chain_scales(n_scales, vocab_size=vocab_size, n_tokens=grid[0] * grid[1],
                           prefix_length=1 + cond.prefix_length, dim=dim, heads=2, dim_head=16, depth=2,
                           decoder_depth=1, residual=residual)
-    betas = [0.0] + [1.0 / (n_scales - s + 1) for s in range(1, n_scales + 1)]
+    betas = geometric_betas(n_scales)  # float32 values, like every schedule
     cfg = ModelConfig(
         name="tiny",
         vqgan=VQGANConfig(

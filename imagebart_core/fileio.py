@@ -9,6 +9,7 @@ killed write left there (:func:`remove_stale_temps`), and trainers sweep their r
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
@@ -99,42 +100,136 @@ _SAFETENSORS_DTYPES = {
 }
 
 
+class StreamingSafetensorsWriter:
+    """The one safetensors writer: plan every tensor (name -> (dtype, shape)) first, then :meth:`write` each
+    exactly once, in any order, then :meth:`commit`; byte for byte the same file for the same tensors and metadata.
+
+    The layout is canonical: the header lists the metadata and the tensor entries in sorted order (the
+    ``safetensors`` package's own writer orders metadata differently from process to process); tensors are laid
+    out by element size (largest first, so every tensor stays aligned) then name; the header is padded with
+    spaces to a multiple of 8 bytes, as the format specifies. Readable by ``safetensors.safe_open`` /
+    ``load_file``. Only one tensor is in memory at a time (the converter streams checkpoints through it).
+    The file is written beside its destination and renamed into place by :meth:`commit` (atomic); a temporary
+    file left by a killed earlier write to the same destination is removed first. Use as a context manager:
+    leaving the block with an exception removes the temporary file.
+    """
+
+    def __init__(self, path: str | os.PathLike, plan: dict[str, tuple[torch.dtype, tuple[int, ...]]],
+                 metadata: dict[str, str] | None = None, overwrite: bool = False):
+        if sys.byteorder != "little":
+            raise RuntimeError("safetensors files are little-endian; this writer needs a little-endian machine")
+        self.path = Path(path)
+        if self.path.exists() and not overwrite:
+            raise FileExistsError(f"{self.path} exists; pass overwrite to replace it")
+        entries: dict[str, dict] = {}
+        if metadata:
+            entries["__metadata__"] = {str(k): str(metadata[k]) for k in sorted(metadata)}
+        sizes = {}
+        for name, (dtype, _shape) in plan.items():
+            if dtype not in _SAFETENSORS_DTYPES:
+                raise ValueError(f"tensor {name!r}: dtype {dtype} cannot be stored in safetensors here")
+            sizes[name] = torch.empty((), dtype=dtype).element_size()
+        self._entries: dict[str, tuple[torch.dtype, tuple[int, ...], int, int]] = {}
+        offset = 0
+        for name in sorted(plan, key=lambda n: (-sizes[n], n)):
+            dtype, shape = plan[name]
+            shape = tuple(int(d) for d in shape)
+            n = sizes[name]
+            for d in shape:
+                n *= d
+            entries[name] = {"dtype": _SAFETENSORS_DTYPES[dtype], "shape": list(shape),
+                             "data_offsets": [offset, offset + n]}
+            self._entries[name] = (dtype, shape, offset, n)
+            offset += n
+        header = json.dumps(entries, separators=(",", ":"), sort_keys=True).encode("utf-8")
+        header += b" " * (-len(header) % 8)
+        self._data_start, self._total = 8 + len(header), offset
+        self._written: set[str] = set()
+        self._overwrite = overwrite
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        remove_stale_temps(self.path)  # what a killed earlier write to this path left behind
+        fd, tmp = tempfile.mkstemp(prefix=temp_prefix(self.path), suffix=".tmp", dir=str(self.path.parent))
+        os.chmod(tmp, 0o644)  # mkstemp makes it private (0600); a model file is meant to be shared
+        self._tmp = Path(tmp)
+        self._fh = os.fdopen(fd, "wb")
+        self._fh.write(struct.pack("<Q", len(header)))
+        self._fh.write(header)
+
+    @property
+    def names(self) -> list[str]:
+        """The planned tensor names, in file order."""
+        return list(self._entries)
+
+    def write(self, name: str, tensor: torch.Tensor) -> None:
+        """Write one planned tensor (cast to the planned dtype; the shape must match exactly)."""
+        if name not in self._entries:
+            raise KeyError(f"{name} is not in the planned tensors")
+        if name in self._written:
+            raise ValueError(f"{name} written twice")
+        dtype, shape, offset, n = self._entries[name]
+        if tuple(tensor.shape) != shape:
+            raise ValueError(f"{name}: shape {tuple(tensor.shape)}, planned {shape}")
+        buf = _tensor_bytes(tensor.detach().to(device="cpu", dtype=dtype))
+        if len(buf) != n:
+            raise ValueError(f"{name}: {len(buf)} bytes, planned {n}")
+        self._fh.seek(self._data_start + offset)
+        self._fh.write(buf)
+        self._written.add(name)
+
+    def commit(self) -> Path:
+        """Check that every tensor was written, flush, fsync and rename into place."""
+        missing = [n for n in self._entries if n not in self._written]
+        if missing:
+            raise ValueError(f"not all tensors were written: {missing[:5]} ({len(missing)} missing)")
+        self._fh.seek(self._data_start + self._total)
+        self._fh.truncate()
+        self._fh.flush()
+        os.fsync(self._fh.fileno())
+        self._fh.close()
+        if self.path.exists() and not self._overwrite:
+            raise FileExistsError(f"{self.path} appeared while writing; not replacing it")
+        os.replace(self._tmp, self.path)
+        return self.path
+
+    def abort(self) -> None:
+        """Close and remove the temporary file (nothing at the destination changes)."""
+        if not self._fh.closed:
+            self._fh.close()
+        if self._tmp.exists():
+            self._tmp.unlink()
+
+    def __enter__(self) -> StreamingSafetensorsWriter:
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is not None or self._tmp.exists():
+            self.abort()
+
+
 def save_safetensors(tensors: dict[str, torch.Tensor], path: str | os.PathLike,
                      metadata: dict[str, str] | None = None) -> Path:
-    """Write a safetensors file atomically, byte for byte the same for the same tensors and metadata.
-
-    The ``safetensors`` package stores metadata in a hash map whose order changes from process to process, so
-    two runs that produce equal tensors would give files that differ in their header. Here the header lists
-    the metadata and tensor entries in sorted order; tensors are laid out by element size (largest first, so
-    every tensor stays aligned) then name, the header padded with spaces to a multiple of 8 bytes, as the
-    format specifies. Readable by ``safetensors.safe_open`` / ``load_file``.
-    """
-    if sys.byteorder != "little":
-        raise RuntimeError("safetensors files are little-endian; this writer needs a little-endian machine")
-    entries: dict[str, dict] = {}
-    if metadata:
-        entries["__metadata__"] = {str(k): str(metadata[k]) for k in sorted(metadata)}
-    order = sorted(tensors, key=lambda name: (-tensors[name].element_size(), name))
-    offset = 0
-    for name in order:
-        t = tensors[name]
-        if t.dtype not in _SAFETENSORS_DTYPES:
-            raise ValueError(f"tensor {name!r}: dtype {t.dtype} cannot be stored in safetensors here")
-        size = t.numel() * t.element_size()
-        entries[name] = {"dtype": _SAFETENSORS_DTYPES[t.dtype], "shape": list(t.shape),
-                         "data_offsets": [offset, offset + size]}
-        offset += size
-    header = json.dumps(entries, separators=(",", ":"), sort_keys=True).encode("utf-8")
-    header += b" " * (-len(header) % 8)
-    with atomic_path(path) as tmp, open(tmp, "wb") as fh:
-        fh.write(struct.pack("<Q", len(header)))
-        fh.write(header)
-        for name in order:  # one tensor at a time: no second copy of the whole model in memory
-            fh.write(_tensor_bytes(tensors[name]))
-    return Path(path)
+    """Write ``tensors`` to a safetensors file atomically (replacing ``path``) with the one canonical writer,
+    :class:`StreamingSafetensorsWriter`: byte for byte the same file for the same tensors and metadata."""
+    plan = {name: (t.dtype, tuple(t.shape)) for name, t in tensors.items()}
+    with StreamingSafetensorsWriter(path, plan, metadata, overwrite=True) as writer:
+        for name in writer.names:  # one tensor at a time: no second copy of the whole model in memory
+            writer.write(name, tensors[name])
+        return writer.commit()
 
 
 def _tensor_bytes(t: torch.Tensor):
     """The raw little-endian bytes of ``t`` (C order) as a buffer, without a copy when ``t`` is contiguous on CPU."""
     t = t.detach().cpu().contiguous()
     return t.reshape(-1).view(torch.uint8).numpy() if t.numel() else b""
+
+
+def sha256_file(path: str | os.PathLike, chunk: int = 1 << 24) -> str:
+    """The SHA-256 hex digest of a file, read in chunks (any size, little memory)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while True:
+            block = fh.read(chunk)
+            if not block:
+                break
+            h.update(block)
+    return h.hexdigest()

@@ -26,6 +26,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .fileio import sha256_file
 from .original import archives
 from .original.convert import ConversionError, ReleaseFiles, convert_release
 from .original.releases import RELEASES, Release
@@ -188,10 +189,9 @@ class Getter:
             if download and not dest.is_file():
                 self._download(self.repo_url + relpath, dest, job)
             elif download:
-                from .original import download as dl
 
                 job.provenance.append({"url": self.repo_url + relpath, "file": self._label(dest),
-                                       "bytes": dest.stat().st_size, "sha256": dl.sha256_of(dest)})
+                                       "bytes": dest.stat().st_size, "sha256": sha256_file(dest)})
                 (self.keep_at_end if self.args.keep else self.remove_at_end).add(dest)
             return dest
 
@@ -239,10 +239,9 @@ class Getter:
         return repo, ckpts, vqgan
 
     def _record_local(self, job: Job, path: Path) -> None:
-        from .original.convert import _sha256
 
         if path not in self._verified:
-            self._verified[path] = _sha256(path)
+            self._verified[path] = sha256_file(path)
         job.provenance.append({"file": str(path), "bytes": path.stat().st_size, "sha256": self._verified[path]})
 
     # -- shared ---------------------------------------------------------------------------------------------

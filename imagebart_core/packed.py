@@ -29,23 +29,24 @@ PACKED_MIN_ROWS = 2
 _active = threading.local()
 
 
-def _version(t: torch.Tensor) -> int | None:
-    """In-place modification counter; None for inference tensors (made under ``torch.inference_mode``), which
-    keep none: for those only a replaced tensor (new data pointer) is detected."""
+def tensor_version(t: torch.Tensor) -> int | None:
+    """In-place modification counter; None for inference tensors (made under ``torch.inference_mode``, as in
+    ComfyUI), which keep none and cannot change outside inference mode: for those only a replaced tensor (new
+    data pointer) is detected. Caches of values derived from a tensor key on (data pointer, this)."""
     return None if t.is_inference() else t._version
 
 
-class _Packed:
+class PackedLinear:
     """One matrix in oneDNN layout (+ bias), remembering which parameter version it copies."""
 
     def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None, sources: tuple[torch.Tensor, ...]):
         self.weight = weight.detach().contiguous().to_mkldnn()  # [out, in]
         self.bias = bias.detach().contiguous().to_mkldnn() if bias is not None else None
         self.out_features = weight.shape[0]
-        self.sources = [(t, t.data_ptr(), _version(t)) for t in sources]
+        self.sources = [(t, t.data_ptr(), tensor_version(t)) for t in sources]
 
     def valid(self) -> bool:
-        return all(t.data_ptr() == ptr and _version(t) == version for t, ptr, version in self.sources)
+        return all(t.data_ptr() == ptr and tensor_version(t) == version for t, ptr, version in self.sources)
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         """x [..., in] float32 -> [..., out]."""
@@ -66,19 +67,19 @@ class PackedWeights:
     copies for inputs of at least :data:`PACKED_MIN_ROWS` rows.
     """
 
-    def __init__(self, table: dict[int, _Packed]):
+    def __init__(self, table: dict[int, PackedLinear]):
         self.table = table
 
     @classmethod
     def build(cls, modules: Iterable[nn.Module]) -> PackedWeights:
         """Pack every ``nn.Linear`` and every fused q/k/v matrix (an attention with ``fast`` set) in ``modules``."""
-        table: dict[int, _Packed] = {}
+        table: dict[int, PackedLinear] = {}
         for m in modules:
             if isinstance(m, nn.Linear):
-                table[id(m)] = _Packed(m.weight, m.bias, _params_of(m))
+                table[id(m)] = PackedLinear(m.weight, m.bias, _params_of(m))
             elif getattr(m, "fast", False):  # an Attention whose q/k/v are views of one fused matrix
                 sources = _params_of(m.to_q) + _params_of(m.to_k) + _params_of(m.to_v)
-                table[id(m)] = _Packed(m._qkv_weight, m._qkv_bias, sources)
+                table[id(m)] = PackedLinear(m._qkv_weight, m._qkv_bias, sources)
         return cls(table)
 
     def valid(self) -> bool:
@@ -113,7 +114,7 @@ def shared(owner: nn.Module, modules: Iterable[nn.Module]) -> PackedWeights:
     return packed
 
 
-def _lookup(module: nn.Module, x: torch.Tensor) -> _Packed | None:
+def _lookup(module: nn.Module, x: torch.Tensor) -> PackedLinear | None:
     table = getattr(_active, "table", None)
     if table is None or x.dtype != torch.float32 or x.numel() < PACKED_MIN_ROWS * x.shape[-1]:
         return None

@@ -76,8 +76,6 @@ def random_model(config: ModelConfig, device: str | torch.device = "cpu", dtype:
         model.vqgan.quantize.used.copy_(torch.arange(config.vocab_size, dtype=torch.int64))
     for scale in model.scales:
         _fill_(scale, pool.to(device, dtype))
-        if hasattr(scale, "residual_alpha"):
-            s = list(model.scales).index(scale) + 1
-            scale.residual_alpha = torch.tensor(float(model.diffusion.alphas[s]), dtype=torch.float32, device=device)
+    model.reset_residual_alphas(device)
     model.eval()
     return model

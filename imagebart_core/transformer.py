@@ -263,6 +263,9 @@ class _PrefixEmbedding(nn.Module):
 class EncoderDecoderScale(nn.Module):
     """``p(x_s | x_{s+1}, c)``: bidirectional encoder + causal decoder with cross-attention."""
 
+    #: Its decode state holds an encoder output worth keeping for a window visited again (see :meth:`fresh_state`).
+    keeps_encoder_state = True
+
     def __init__(self, cfg: TransformerConfig, cond: ConditioningConfig, residual_alpha: float = 1.0):
         super().__init__()
         self.cfg = cfg
@@ -335,7 +338,6 @@ class EncoderDecoderScale(nn.Module):
                      blk.ff.fc1, blk.ff.fc2]
         return mods + [self.to_logits]
 
-
     def step(self, state: DecodeState, n: int, prev: torch.Tensor | None, scale: int) -> torch.Tensor:
         """Logits [B, K] for token n given the previous token ``prev`` [B] (None at n = 0 = SOS)."""
         b = state.caches[0].k.shape[0]
@@ -364,6 +366,13 @@ class EncoderDecoderScale(nn.Module):
             for block, cache, kv in zip(self.decoder, state.caches, state.cross_kv):
                 h = block.step(h, cache, kv, mask=mask)
 
+    def warm(self, state: DecodeState, written: torch.Tensor, scale: int) -> None:
+        """Feed the tokens ``written`` [B, m] already in place before token m (SOS first), so that
+        ``step(state, m, written[:, -1], scale)`` follows; a window's known prefix in one causal pass."""
+        if written.shape[1] > 0:
+            sos = torch.full_like(written[:, :1], SOS_TOKEN)
+            self.feed(state, torch.cat([sos, written[:, :-1]], dim=1), scale)
+
     def fresh_state(self, state: DecodeState) -> DecodeState:
         """A new decode state over the same encoder output (empty self-attention caches)."""
         b = state.caches[0].k.shape[0]
@@ -390,6 +399,9 @@ def prefix_mask(length: int, unmasked: int, device=None) -> torch.Tensor:
 
 class DecoderOnlyScale(nn.Module):
     """The top transition: a causal stack over ``[s, condition, x_s]`` (its input level is noise)."""
+
+    #: No encoder: a window's state is cheap to prepare again.
+    keeps_encoder_state = False
 
     def __init__(self, cfg: TransformerConfig, cond: ConditioningConfig):
         super().__init__()
@@ -419,10 +431,10 @@ class DecoderOnlyScale(nn.Module):
             h = block(h, mask=mask)
         return self.head(self.norm(h))[:, p1 - 1 :]
 
-    def prepare(self, x_in, scale: int, cond_tokens=None, n_tokens: int | None = None, batch=None) -> DecodeState:
+    def prepare(self, x_in, scale: int, cond_tokens=None, n_tokens: int | None = None) -> DecodeState:
         """Run the prefix once, filling the cache; its last position gives the logits of token 0."""
         decode_layout(self)
-        b = batch if batch is not None else x_in.shape[0]
+        b = x_in.shape[0]
         n = n_tokens if n_tokens is not None else x_in.shape[1]
         prefix = self.prefix(self.token_emb, scale, cond_tokens, b)  # [B, P1, D]
         p1 = prefix.shape[1]
@@ -455,6 +467,12 @@ class DecoderOnlyScale(nn.Module):
                 h = block.step(h, cache)
             return packing.linear(self.head, self.norm(h))[:, 0]
 
+    def warm(self, state: DecodeState, written: torch.Tensor, scale: int) -> None:
+        """Feed the tokens ``written`` [B, m] already in place before token m (the condition prefix stands
+        where SOS would be), so that ``step(state, m, written[:, -1], scale)`` follows."""
+        if written.shape[1] > 0:
+            self.feed(state, written[:, :-1], scale)
+
     def feed(self, state: DecodeState, inputs: torch.Tensor, scale: int) -> None:
         """Append tokens [B, L] (x_s tokens 0..L-1 after the prefix) to the cache in one causal pass.
 
@@ -475,7 +493,7 @@ def _column_major(linear: nn.Linear) -> None:
 
     A token step's matrix products ``x @ W.T`` then stream W row by row, which on CPUs reads memory
     markedly faster for one row and is no slower for a batch of 8 (measured with
-    ``python -m imagebart_core.bench`` and per-step timings in docs/performance.md).
+    ``python -m tools.bench`` and per-step timings in docs/performance.md).
     """
     w = linear.weight
     if w.dim() == 2 and w.stride() != (1, w.shape[0]):

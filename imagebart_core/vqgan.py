@@ -224,7 +224,7 @@ class Decoder(nn.Module):
         return self.conv_out(_swish(self.norm_out(h)))  # [B, out_channels, h*f, w*f]
 
 
-def _check_used(used: torch.Tensor, n_embed: int) -> torch.Tensor:
+def check_used(used: torch.Tensor, n_embed: int) -> torch.Tensor:
     if used.dim() != 1 or used.numel() == 0:
         raise ValueError(f"the shrink list `used` must be a non-empty 1-D tensor, got shape {tuple(used.shape)}")
     if used.dtype.is_floating_point or used.dtype == torch.bool:
@@ -255,7 +255,7 @@ class VectorQuantizer(nn.Module):
         self.embedding = nn.Embedding(n_embed, embed_dim)
         # taming's initialisation of the codebook
         self.embedding.weight.data.uniform_(-1.0 / n_embed, 1.0 / n_embed)
-        used = torch.arange(n_embed, dtype=torch.int64) if used is None else _check_used(torch.as_tensor(used), n_embed)
+        used = torch.arange(n_embed, dtype=torch.int64) if used is None else check_used(torch.as_tensor(used), n_embed)
         self.register_buffer("used", used.clone(), persistent=True)
 
     def _load_from_state_dict(
@@ -264,7 +264,7 @@ class VectorQuantizer(nn.Module):
         key = prefix + "used"
         if key in state_dict:
             try:
-                incoming = _check_used(state_dict[key], self.n_embed)
+                incoming = check_used(state_dict[key], self.n_embed)
             except ValueError as exc:
                 error_msgs.append(f"{key}: {exc}")
             else:
@@ -448,7 +448,7 @@ class VQGAN(nn.Module):
         """Decode in channels-last (NHWC) memory layout: store the decoder's conv weights that way.
 
         Inference only (the model code switches it on for CPU sampling): NHWC convolutions decode a batch about
-        20 % faster on CPU (``python -m imagebart_core.bench``). Parameter values, names and shapes do not change;
+        20 % faster on CPU (``python -m tools.bench``). Parameter values, names and shapes do not change;
         outputs agree with the NCHW path to float rounding (max 6e-5 on the parity fixtures). Training keeps the
         default layout, since switching layout mid-run would change rounding and break bit-exact resumption.
         """

@@ -40,11 +40,6 @@ def reverse_step(handle: ModelHandle, codes: ib.Codes, steps: int, seed: int, te
     trained size (larger ones use sliding windows, moved by ``window_stride`` codes; 0 = automatic)."""
     handle = check_handle(handle)
     check_codes(handle, codes)
-    if codes.level <= 1:
-        raise ValueError("these codes are already clean (level 1): there is no reverse step left. "
-                         "Connect them to Decode.")
-    if not 1 <= steps <= codes.level - 1:
-        raise ValueError(f"codes at level {codes.level} allow 1..{codes.level - 1} steps, got {steps}")
     if condition is not None and cond_batch(condition) not in (1, codes.batch_size):
         raise ValueError(f"batch mismatch: the codes have {codes.batch_size} items but the condition has "
                          f"{cond_batch(condition)}; give 1 or {codes.batch_size} conditions")
@@ -111,9 +106,7 @@ def masked_refine(handle: ModelHandle, codes: ib.Codes, mask: torch.Tensor, seed
         raise ValueError("composite is on but no original image is connected: connect the image you encoded to "
                          "'image', or turn composite off")
     n = handle.model.n_scales
-    start = int(start_level) or handle.model.num_levels
-    if not 2 <= start <= handle.model.num_levels:
-        raise ValueError(f"start_level must be 2..{handle.model.num_levels} for this model (0 = the top level)")
+    start = int(start_level) or handle.model.num_levels  # 0 = the top level; the core checks the range
     temps, ks, ps = filter_settings(handle, temperature, top_k, top_p)
     model = bridge.prepare(handle)
     progress = bridge.ChainProgress(model)

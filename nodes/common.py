@@ -168,11 +168,8 @@ def filter_settings(handle: ModelHandle, temperature: float, top_k: int, top_p: 
         ks[s - 1] = v
     for s, v in parse_per_scale(top_p_per_scale, n, "top_p").items():
         ps[s - 1] = v
-    if any(t <= 0 for t in temps):
-        raise ValueError("temperature must be > 0")
-    if any(not 0 < p <= 1 for p in ps):
-        raise ValueError("top_p must be in (0, 1]; 1.0 = off")
-    return temps, [None if k <= 0 else k for k in ks], [None if p >= 1.0 else p for p in ps]
+    # the core validates the values (before any work); here only the widgets' "off" values are translated
+    return temps, [None if k <= 0 else k for k in ks], [None if p == 1.0 else p for p in ps]  # > 1: the core refuses
 
 
 # -- shared widget definitions -------------------------------------------------------------------------------

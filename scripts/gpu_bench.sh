@@ -8,6 +8,6 @@ out="${OUT:-bench-gpu}"
 mkdir -p "$out"
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv > "$out/gpu.txt" || true
 for model in ffhq_4_scales_geometric cin_5_scales_custom; do
-  python -m imagebart_core.bench --model "$model" --device cuda --dtype bf16 fp32 --batch 1 32 \
+  python -m tools.bench --model "$model" --device cuda --dtype bf16 fp32 --batch 1 32 \
     --repeats 2 --warmup 1 --json "$out/$model.json" 2>&1 | tee "$out/$model.txt"
 done

@@ -19,7 +19,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a checkout without installing
 
 from imagebart_core import packed as packing  # noqa: E402
-from imagebart_core.bench import build  # noqa: E402
+from tools.bench import build  # noqa: E402
 
 log = logging.getLogger("packed_step_ab")
 

@@ -6,9 +6,9 @@ import json
 
 import torch
 
-from imagebart_core import bench
 from imagebart_core.original.presets import ORIGINAL_MODELS, original_config
 from imagebart_core.random_init import random_model
+from tools import bench
 
 
 def test_bench_cli_tiny(tmp_path):

@@ -15,8 +15,8 @@ import torch
 
 import imagebart_core as ib
 from imagebart_core import budget
+from imagebart_core.chain.windows import WindowCache
 from imagebart_core.original.presets import original_config
-from imagebart_core.windows import WindowCache
 
 TESTS = Path(__file__).resolve().parent
 
@@ -70,7 +70,7 @@ def test_random_codes_of_an_absurd_grid_never_allocates(model, monkeypatch):
     def no_allocation(*args, **kwargs):
         raise AssertionError("tried to allocate")
 
-    monkeypatch.setattr(ib.model.rng, "randint", no_allocation)
+    monkeypatch.setattr(ib.rng, "randint", no_allocation)  # the chain draws noise codes through rng
     t0 = time.perf_counter()
     with pytest.raises(ib.RequestTooLarge, match=r"random codes of a 1000000x1000000 grid.*TB"):
         model.random_codes(1, grid=(10**6, 10**6))
@@ -114,7 +114,7 @@ def test_results_do_not_depend_on_the_window_cache(model):
     try:
         small = model.sample(2, cond=cond, grid=(6, 10), seed=3)
     finally:
-        model.window_cache_bytes = ib.windows.DEFAULT_WINDOW_CACHE_BYTES
+        model.window_cache_bytes = ib.chain.windows.DEFAULT_WINDOW_CACHE_BYTES
     assert torch.equal(small.tokens, model.sample(2, cond=cond, grid=(6, 10), seed=3).tokens)
 
 

@@ -212,7 +212,7 @@ def test_condition_validates_fields():
 
 
 def test_compact_text_vocabulary_remaps_known_ids_and_drops_unknown_ones(caplog):
-    from imagebart_core.conditioning import _clip_tokenizer
+    from imagebart_core.conditioning import clip_tokenizer
 
     full = ConditioningConfig(kind="text", text_length=12)
     seen = text_condition(full, ["a red circle"]).tokens[0]
@@ -223,6 +223,6 @@ def test_compact_text_vocabulary_remaps_known_ids_and_drops_unknown_ones(caplog)
     assert tokens.tolist() == expected and int(tokens.max()) <= len(ids)
     with caplog.at_level("WARNING"):
         other = text_condition(compact, ["a purple circle"]).tokens[0]
-    purple = int(_clip_tokenizer()(["purple"], context_length=4)[0, 1])
+    purple = int(clip_tokenizer()(["purple"], context_length=4)[0, 1])
     assert purple not in ids and int((other == 0).sum()) == int((tokens == 0).sum()) + 1
     assert "outside this model's text vocabulary" in caplog.text

@@ -15,8 +15,8 @@ import pytest
 import torch
 
 import imagebart_core as ib
+from imagebart_core.chain.sampling import TorchMultinomialSampler
 from imagebart_core.original.convert import locate_release
-from imagebart_core.sampling import TorchMultinomialSampler
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 FIXTURES = REPO_ROOT.parent / "shared" / "reference" / "official-fixtures"

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 import imagebart_core as ib
-from imagebart_core.demo import BUNDLED_MODELS, CLASS_MODEL, TEXT_MODEL
+from tools.demo import BUNDLED_MODELS, CLASS_MODEL, TEXT_MODEL
 from training.demo_recipe import class_detection_rate
 from training.shape_detector import detect_shapes
 from training.shapes import make_sample

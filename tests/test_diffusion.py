@@ -6,12 +6,8 @@ import pytest
 import torch
 
 from imagebart_core import rng
-from imagebart_core.diffusion import (
-    MultinomialDiffusion,
-    betas_from_alpha_bar,
-    betas_from_metric_curve,
-    geometric_betas,
-)
+from imagebart_core.diffusion import MultinomialDiffusion
+from imagebart_core.schedule import betas_from_alpha_bar, betas_from_metric_curve, geometric_betas
 
 K = 5
 

@@ -8,8 +8,9 @@ import sys
 import types
 
 import pytest
-from comfy_stub import stubbed_comfy_api
-from workflow_tools import ROOT, WORKFLOWS
+
+from tools.comfy_stub import stubbed_comfy_api
+from tools.workflow_tools import ROOT, WORKFLOWS
 
 SOURCE = WORKFLOWS / "inputs"
 NAMES = sorted(p.name for p in SOURCE.glob("imagebart_*.png"))

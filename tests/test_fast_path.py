@@ -14,7 +14,8 @@ import torch
 
 import imagebart_core as ib
 from imagebart_core import rng
-from imagebart_core.sampling import Known, PerItemSampler, TokenFilter, run_transition
+from imagebart_core.chain.sampling import Known, PerItemSampler, TokenFilter
+from imagebart_core.chain.transition import run_transition
 from imagebart_core.transformer import Attention, decode_layout
 
 
@@ -80,8 +81,11 @@ def fast_transition(net, x_in, scale, cond_tokens, null_tokens, guidance, token_
 
     net.step = recording_step
     try:
-        out = run_transition(net, x_in, scale, cond_tokens=cond_tokens, token_filter=token_filter,
-                             sampler=PerItemSampler(seeds), null_tokens=null_tokens, guidance=guidance, known=known)
+        b, n = x_in.shape
+        grid = (4, 4)  # tiny_config's trained grid (N = 16 tokens)
+        out = run_transition(net, x_in.view(b, *grid), scale, window=grid, cond_sets=[cond_tokens],
+                             token_filter=token_filter, sampler=PerItemSampler(seeds), null_tokens=null_tokens,
+                             guidance=guidance, known=known).view(b, n)
     finally:
         del net.step
     return out, torch.stack(recorded, 1)
@@ -239,8 +243,8 @@ def test_batched_steps_use_packed_weights_with_the_same_result(monkeypatch):
     model = _model("class", True)
     cond = model.class_condition([0, 1, 2, 3, 0])
     rows = []
-    call = packing._Packed.__call__
-    monkeypatch.setattr(packing._Packed, "__call__", lambda self, x: rows.append(x.shape[0]) or call(self, x))
+    call = packing.PackedLinear.__call__
+    monkeypatch.setattr(packing.PackedLinear, "__call__", lambda self, x: rows.append(x.shape[0]) or call(self, x))
     packed = model.sample(5, cond, seed=3, guidance=2.0)
     assert rows and min(rows) >= packing.PACKED_MIN_ROWS
     monkeypatch.setattr(packing, "PACKED_MIN_ROWS", 10**9)  # dense kernels only

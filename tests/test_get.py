@@ -307,7 +307,7 @@ def test_full_disk_while_downloading_stops_clearly(server, zips, tmp_path, monke
 
 @pytest.mark.slow
 def test_full_disk_while_writing_the_model_leaves_nothing(server, zips, tmp_path, monkeypatch, capsys):
-    from imagebart_core.original import st_writer
+    from imagebart_core import fileio as st_writer  # the one safetensors writer
 
     server.publish(zips[True])
     real = st_writer.StreamingSafetensorsWriter.write

@@ -28,7 +28,7 @@ def model():
 @pytest.fixture(scope="module")
 def pack_modules():
     """The pack's nodes modules, imported against the stub ComfyUI API (as tests/test_nodes.py does)."""
-    from comfy_stub import load_nodes, stubbed_comfy_api
+    from tools.comfy_stub import load_nodes, stubbed_comfy_api
 
     with stubbed_comfy_api():
         load_nodes()
@@ -312,7 +312,7 @@ def test_save_model_removes_what_a_killed_save_left(model, tmp_path):
 
 
 def test_streaming_writer_removes_what_a_killed_conversion_left(tmp_path):
-    from imagebart_core.original.st_writer import StreamingSafetensorsWriter
+    from imagebart_core.fileio import StreamingSafetensorsWriter
 
     target = tmp_path / "converted.safetensors"
     stale = _killed_write_leftover(target)
@@ -329,7 +329,7 @@ def test_resumed_training_leaves_no_temp_file_and_one_log_row_per_step(tmp_path)
 
     from _training_fixtures import one_thread, scale_args, tiny_scale_setup
 
-    from training.common import CHECKPOINT_NAME
+    from training.checkpoints import CHECKPOINT_NAME
     from training.train_scale import run
 
     threads = one_thread()

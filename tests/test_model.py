@@ -6,7 +6,7 @@ import pytest
 import torch
 
 import imagebart_core as ib
-from imagebart_core.sampling import TokenFilter
+from imagebart_core.chain.sampling import TokenFilter
 
 
 def test_same_seed_same_codes_per_item_whatever_the_batch(tiny_model):

@@ -1,6 +1,6 @@
 """The node pack's logic without ComfyUI: ComfyUI's tensor conventions in, outputs checked.
 
-The pack's ``nodes`` package is imported against a stub ``comfy_api`` (tests/comfy_stub.py); the node
+The pack's ``nodes`` package is imported against a stub ``comfy_api`` (tools/comfy_stub.py); the node
 classes' ``execute`` and the plain functions behind them run the real core library on tiny models.
 """
 
@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 import torch
-from comfy_stub import fake_prompt_server, load_nodes, node_info, stubbed_comfy_api
+
+from tools.comfy_stub import fake_prompt_server, load_nodes, node_info, stubbed_comfy_api
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -18,7 +19,7 @@ ROOT = Path(__file__).resolve().parent.parent
 def pack(tmp_path_factory):
     folder = tmp_path_factory.mktemp("models")
     import imagebart_core as ib_top
-    from imagebart_core.random_model import write_random_model
+    from tools.random_model import write_random_model
 
     for kind, name in [("none", "uncond"), ("class", "class"), ("text", "text")]:
         write_random_model(folder / f"m-{name}.safetensors", kind, grid=(4, 4), n_scales=2)
@@ -70,6 +71,10 @@ def test_extension_lists_nodes(pack):
     import asyncio
 
     assert asyncio.run(pack.nodes.ImageBARTExtension().get_node_list()) == pack.nodes.NODES
+    schemas = [node.define_schema() for node in pack.nodes.NODES]
+    ids = [schema.node_id for schema in schemas]
+    assert len(set(ids)) == len(ids) >= 9 and all(i.startswith("ImageBART") for i in ids)
+    assert all(schema.description for schema in schemas)  # a description on every node
 
 
 # -- loader ----------------------------------------------------------------------------------------------------
@@ -163,6 +168,11 @@ def test_per_scale_overrides(pack):
         parse("fast", 2, "t")
     temps, ks, ps = pack.nodes.common.filter_settings(pack.uncond, 1.0, 0, 1.0, "2:0.5", "1:5", "")
     assert temps == [1.0, 0.5] and ks == [5, None] and ps == [None, None]
+    # out-of-range overrides reach the core, which refuses them before any work (never silently "off")
+    with pytest.raises(ValueError, match=r"top_p must be in \(0, 1\]"):
+        pack.chain.sample(pack.uncond, 0, 0, 1, 3, top_p_per_scale="1:1.5")
+    with pytest.raises(ValueError, match="temperature must be > 0"):
+        pack.chain.sample(pack.uncond, 0, 0, 1, 3, temperature_per_scale="2:-1")
     # an override changes only its scale's draws: scale 2 (first step) equal, final result differs
     a, _ = pack.chain.sample(pack.uncond, 0, 0, 1, 3)
     b, _ = pack.chain.sample(pack.uncond, 0, 0, 1, 3, temperature_per_scale="1:0.05")
@@ -231,11 +241,27 @@ def test_masked_refine_batches_and_errors(pack):
 
 
 def test_masked_refine_with_class_and_text(pack):
-    for handle, cond in [(pack.cls, pack.conditions.class_condition(pack.cls, "tiger")),
-                         (pack.text, pack.conditions.text_condition(pack.text, "a red circle"))]:
+    """Conditioned refinement keeps the unmasked codes, repeats with the same seed, and follows its condition."""
+    cases = [(pack.cls, pack.conditions.class_condition(pack.cls, "tiger"),
+              pack.conditions.class_condition(pack.cls, "goldfish")),
+             (pack.text, pack.conditions.text_condition(pack.text, "a red circle"),
+              pack.conditions.text_condition(pack.text, "a blue square"))]
+    mask = torch.zeros(1, 16, 16)
+    mask[:, :8] = 1.0  # the upper half
+    for handle, cond, other in cases:
         clean = pack.codes.encode(handle, image())
-        out, _, _ = pack.chain.masked_refine(handle, clean, torch.ones(1, 16, 16), 1, condition=cond, guidance=2.0)
-        assert out.level == 1
+        regen = handle.model.token_mask(mask, clean)
+        out, pixels, _ = pack.chain.masked_refine(handle, clean, mask, 1, condition=cond, guidance=2.0)
+        assert out.level == 1 and pixels.shape == (1, 16, 16, 3)
+        assert torch.equal(out.tokens[~regen], clean.tokens[~regen])
+        again, _, _ = pack.chain.masked_refine(handle, clean, mask, 1, condition=cond, guidance=2.0)
+        assert torch.equal(again.tokens, out.tokens)
+        # the condition reaches the chain: with strong guidance (random weights differ little per condition)
+        # another condition regenerates other codes, while the unmasked ones stay
+        strong, _, _ = pack.chain.masked_refine(handle, clean, mask, 1, condition=cond, guidance=100.0)
+        changed, _, _ = pack.chain.masked_refine(handle, clean, mask, 1, condition=other, guidance=100.0)
+        assert not torch.equal(changed.tokens[regen], strong.tokens[regen])
+        assert torch.equal(changed.tokens[~regen], clean.tokens[~regen])
 
 
 # -- conditions ----------------------------------------------------------------------------------------------

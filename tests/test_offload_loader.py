@@ -10,12 +10,13 @@ import types
 
 import pytest
 import torch
-from comfy_stub import load_nodes, node_info, stubbed_comfy_api
+
+from tools.comfy_stub import load_nodes, node_info, stubbed_comfy_api
 
 
 @pytest.fixture(scope="module")
 def pack(tmp_path_factory):
-    from imagebart_core.random_model import write_random_model
+    from tools.random_model import write_random_model
 
     folder = tmp_path_factory.mktemp("models")
     write_random_model(folder / "m.safetensors", "class", grid=(4, 4), n_scales=3)

@@ -1,4 +1,4 @@
-"""python -m imagebart_core.random_model writes a loadable random-weight model."""
+"""python -m tools.random_model writes a loadable random-weight model."""
 
 import subprocess
 import sys
@@ -6,7 +6,7 @@ import sys
 import pytest
 
 import imagebart_core as ib
-from imagebart_core.random_model import main, random_config
+from tools.random_model import main, random_config
 
 
 @pytest.mark.parametrize("kind", ["none", "class", "text"])
@@ -27,7 +27,7 @@ def test_default_grid_is_64px_and_cli_runs(tmp_path):
     cfg = random_config("none")
     assert tuple(cfg.grid) == (16, 16) and cfg.vqgan.factor == 4
     out = tmp_path / "m.safetensors"
-    subprocess.run([sys.executable, "-m", "imagebart_core.random_model", "--out", str(out), "--grid", "4", "4"],
+    subprocess.run([sys.executable, "-m", "tools.random_model", "--out", str(out), "--grid", "4", "4"],
                    check=True, capture_output=True)
     assert ib.read_config(out).grid == (4, 4)
     again = tmp_path / "again.safetensors"

@@ -25,7 +25,7 @@ def test_ci_runs_exactly_the_readme_test_command():
 
 def test_readme_main_command_writes_the_demo_pngs(tmp_path):
     commands = re.findall(r"```bash\n(.*?)\n```", README, re.S)
-    main = next(c for c in commands if "imagebart_core.demo" in c)
+    main = next(c for c in commands if "tools.demo" in c)
     demo_part = main.split("&&")[-1].strip().replace("demo_out", str(tmp_path / "demo_out"))
     args = demo_part.split()[1:]  # drop "python3"
     result = subprocess.run([sys.executable, *args, "--batch", "2"], cwd=REPO_ROOT, capture_output=True, text=True,

@@ -5,11 +5,11 @@ when the weights are not there (they never ship)."""
 from __future__ import annotations
 
 import pytest
-from comfy_stub import load_nodes, stubbed_comfy_api
-from workflow_tools import WORKFLOWS, check_workflow, core_definitions, load_workflow, pack_definitions, to_api
 
 from imagebart_core.get import DEFAULT_DTYPE, output_name
 from imagebart_core.original.releases import RELEASES
+from tools.comfy_stub import load_nodes, stubbed_comfy_api
+from tools.workflow_tools import WORKFLOWS, check_workflow, core_definitions, load_workflow, pack_definitions, to_api
 
 RELEASED = WORKFLOWS / "released"
 PATHS = sorted(RELEASED.glob("*.json"))

@@ -12,7 +12,7 @@ import torch.nn.functional as F
 import imagebart_core as ib
 from imagebart_core.diffusion import MultinomialDiffusion
 from imagebart_core.vqgan import VQGAN
-from training.common import EMA, warmup_cosine
+from training.optim import EMA, warmup_cosine
 from training.scale_loss import StepNoise, forward_noise, make_targets, sample_categorical, scale_loss
 from training.train_scale import ScaleModel
 from training.vqgan_loss import (

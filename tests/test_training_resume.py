@@ -5,7 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from training.common import CHECKPOINT_NAME, DistEnv, batch_plan, load_checkpoint
+from training.checkpoints import CHECKPOINT_NAME, load_checkpoint
+from training.data_order import batch_plan
+from training.distributed import DistEnv
 
 
 @pytest.fixture(autouse=True)

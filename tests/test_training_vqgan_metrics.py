@@ -11,7 +11,7 @@ import torch
 from imagebart_core.config import VQGANConfig
 from imagebart_core.vqgan import VQGAN
 from training.codebook_restart import DeadCodeRestarter
-from training.common import DistEnv
+from training.distributed import DistEnv
 from training.vqgan_metrics import code_usage, evaluate_vqgan, reconstruction_errors
 
 TINY = VQGANConfig(base_channels=16, channel_mult=(1, 2, 2), num_res_blocks=1, attn_resolutions=(), resolution=16,

@@ -6,7 +6,8 @@ import pytest
 import torch
 
 import imagebart_core as ib
-from imagebart_core.sampling import PerItemSampler, TokenFilter, run_transition
+from imagebart_core.chain.sampling import PerItemSampler, TokenFilter
+from imagebart_core.chain.transition import run_transition
 
 
 def reference_transition(net, x_in, scale, cond_tokens, token_filter, seeds):
@@ -69,8 +70,8 @@ def test_cached_sampling_draws_the_same_tokens_as_recomputation(conditioning):
     for scale in (1, 2):
         net = model.scales[scale - 1]
         with torch.no_grad():
-            fast = run_transition(net, x_in, scale, cond_tokens=cond, token_filter=flt,
-                                  sampler=PerItemSampler([11, 12]))
+            fast = run_transition(net, x_in.view(2, 4, 4), scale, window=(4, 4), cond_sets=[cond], token_filter=flt,
+                                  sampler=PerItemSampler([11, 12])).view(2, 16)
             slow = reference_transition(net, x_in, scale, cond, flt, [11, 12])
         assert torch.equal(fast, slow), scale
 

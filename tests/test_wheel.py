@@ -107,10 +107,12 @@ def test_wheel_installs_into_a_fresh_venv_and_every_module_imports(built):
     _run([sys.executable, "-m", "pip", "--python", python, "install", "--no-deps", "-q", wheel], tmp, env)
     modules = expected_modules()
     check = (
-        "import importlib, sys\n"
-        f"sys.path.append({str(ROOT / 'tests')!r})\n"  # only for the comfy_api stub that the nodes import
-        "import comfy_stub\n"
-        "sys.modules.update(comfy_stub._build_modules())\n"
+        "import importlib, importlib.util, sys\n"
+        # only the comfy_api stub that the nodes import, loaded from its file (the clone is not on sys.path)
+        f"spec = importlib.util.spec_from_file_location('comfy_stub', {str(ROOT / 'tools' / 'comfy_stub.py')!r})\n"
+        "comfy_stub = importlib.util.module_from_spec(spec)\n"
+        "spec.loader.exec_module(comfy_stub)\n"
+        "sys.modules.update(comfy_stub.build_modules())\n"
         f"venv = {str(venv)!r}\n"
         f"for name in {modules!r}:\n"
         "    module = importlib.import_module(name)\n"

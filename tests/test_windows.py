@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import pytest
 import torch
+from test_fast_path import reference_transition
 
 import imagebart_core as ib
-from imagebart_core.sampling import Known, PerItemSampler, TokenFilter, run_transition
-from imagebart_core.windows import ConditionBlend, run_windowed_transition, window_origin
+from imagebart_core.chain.sampling import Known, PerItemSampler, TokenFilter
+from imagebart_core.chain.transition import run_transition
+from imagebart_core.chain.windows import window_origin
+from imagebart_core.conditioning import ConditionBlend
 
 
 @pytest.fixture(scope="module")
@@ -72,17 +75,17 @@ def test_every_window_is_at_most_the_trained_size_on_a_three_times_wider_grid(mo
 
 @pytest.mark.parametrize("scale", [1, 2])
 def test_a_trained_size_grid_gives_exactly_the_normal_result(model, scale):
+    """The one-window case of the sliding-window loop draws exactly the tokens of the plain chain: token by
+    token, each from a full teacher-forced forward over what is written so far (no cache, no windows)."""
     net = model.scales[scale - 1]
     g = torch.Generator().manual_seed(4)
     x_in = torch.randint(0, model.config.vocab_size, (3, 4, 4), generator=g)
     known = Known(torch.randint(0, model.config.vocab_size, (3, 16), generator=g), torch.rand(3, 16, generator=g) < 0.3)
     flt = TokenFilter(temperature=1.1, top_k=20)
     with torch.no_grad():
-        normal = run_transition(net, x_in.view(3, 16), scale, cond_tokens=None, token_filter=flt,
-                                sampler=PerItemSampler([1, 2, 3]), known=known)
-        windowed = run_windowed_transition(net, x_in, scale, window=(4, 4), cond_sets=[None],
-                                           weights_at=lambda x: [1.0], token_filter=flt,
-                                           sampler=PerItemSampler([1, 2, 3]), known=known)
+        normal, _ = reference_transition(net, x_in.view(3, 16), scale, None, None, 1.0, flt, [1, 2, 3], known)
+        windowed = run_transition(net, x_in, scale, window=(4, 4), cond_sets=[None], token_filter=flt,
+                                  sampler=PerItemSampler([1, 2, 3]), known=known)
     assert torch.equal(windowed.view(3, 16), normal)
 
 

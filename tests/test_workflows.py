@@ -4,7 +4,8 @@ import json
 import logging
 
 import pytest
-from workflow_tools import (
+
+from tools.workflow_tools import (
     ROOT,
     WORKFLOWS,
     check_workflow,
@@ -151,8 +152,7 @@ def test_class_guided_edit_draws_the_asked_class(defs):
     """The class edit example does what its title says: run as the workflow sets it up (the demo class model, its
     image and painted mask, class, guidance, composite), the largest shape the detector finds in the result is
     the asked class for the workflow's own seed and for most of the next ones (29 of seeds 1..30 measured)."""
-    from comfy_stub import load_nodes, stubbed_comfy_api
-
+    from tools.comfy_stub import load_nodes, stubbed_comfy_api
     from training.shape_detector import detect_shapes
 
     api = to_api(load_workflow(WORKFLOWS / "class_guided_local_edit.json"), defs)

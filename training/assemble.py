@@ -90,9 +90,9 @@ def main(argv=None) -> None:
     p.add_argument("--store-dtype", default="fp32", choices=sorted(STORE_DTYPES),
                    help="dtype of the transformers' weights in the file (fp16 halves it; the VQGAN stays fp32)")
     p.add_argument("--overwrite", action="store_true")
-    a = p.parse_args(argv)
+    args = p.parse_args(argv)
     try:
-        path = assemble(a.config, a.scales, a.out, a.vqgan, a.shrink, a.name, a.overwrite, a.store_dtype)
+        path = assemble(args.config, args.scales, args.out, args.vqgan, args.shrink, args.name, args.overwrite, args.store_dtype)
     except (FileExistsError, FileNotFoundError, ValueError) as exc:
         raise SystemExit(f"error: {exc}") from None
     print(f"wrote {path}: {ib.checkpoint.describe(path)}")  # noqa: T201 (CLI summary)

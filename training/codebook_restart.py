@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import torch
 
-from . import common
+from . import data_order
 
 
 class DeadCodeRestarter:
@@ -51,7 +51,7 @@ class DeadCodeRestarter:
             return 0
         weight = model.quantize.embedding.weight  # [n_embed, D]
         z = prequant.detach().float().permute(0, 2, 3, 1).reshape(-1, prequant.shape[1])  # [B*h*w, D]
-        gen = common.step_generator(self.seed, done, "dead-code-restart")
+        gen = data_order.step_generator(self.seed, done, "dead-code-restart")
         rows = torch.randint(0, z.shape[0], (n_dead,), generator=gen)  # [n_dead]
         weight[dead.to(weight.device)] = z[rows.to(z.device)].to(weight.dtype)
         if env.distributed:

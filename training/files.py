@@ -19,9 +19,10 @@ import numpy as np
 import torch
 from safetensors import safe_open
 
-from imagebart_core.config import ModelConfig, VQGANConfig, _from_plain
+from imagebart_core.codes import codebook_identity
+from imagebart_core.config import ModelConfig, VQGANConfig, from_plain
 from imagebart_core.fileio import atomic_path, atomic_write_text, save_safetensors
-from imagebart_core.vqgan import VQGAN, _check_used
+from imagebart_core.vqgan import VQGAN, check_used
 
 VQGAN_FORMAT = "imagebart-vqgan"
 SCALE_FORMAT = "imagebart-scale"
@@ -48,7 +49,7 @@ def _read(path: Path, fmt: str) -> tuple[dict[str, torch.Tensor], dict[str, str]
 
 # -- VQGAN ----------------------------------------------------------------------------------------------------
 def vqgan_config_from_dict(data: dict) -> VQGANConfig:
-    return _from_plain(VQGANConfig, dict(data))
+    return from_plain(VQGANConfig, dict(data))
 
 
 def save_vqgan(state: dict[str, torch.Tensor], cfg: VQGANConfig, path: str | Path, info: dict | None = None) -> Path:
@@ -64,16 +65,13 @@ def load_vqgan(path: str | Path, device="cpu", used: torch.Tensor | None = None)
     model = VQGAN(cfg)
     model.load_state_dict(tensors, strict=True)
     if used is not None:
-        model.quantize.used = _check_used(torch.as_tensor(used), cfg.n_embed).clone()
+        model.quantize.used = check_used(torch.as_tensor(used), cfg.n_embed).clone()
     return model.to(device).eval()
 
 
 def codebook_hash(vqgan: VQGAN) -> str:
     """A short hash of a VQGAN's codebook and shrink list (codes are only meaningful with both)."""
-    h = hashlib.sha256()
-    h.update(vqgan.quantize.used.detach().cpu().numpy().tobytes())
-    h.update(vqgan.quantize.embedding.weight.detach().float().cpu().numpy().tobytes())
-    return h.hexdigest()[:16]
+    return codebook_identity(vqgan.quantize.used, vqgan.quantize.embedding.weight)
 
 
 def read_vqgan_config(path: str | Path) -> VQGANConfig:
@@ -104,7 +102,7 @@ def load_shrink(path: str | Path, n_embed: int | None = None) -> torch.Tensor:
         raise FileNotFoundError(f"shrink list {path} not found (write it with python -m training.shrink_codebook)")
     arr = np.load(path, allow_pickle=False)
     used = torch.from_numpy(np.asarray(arr).astype(np.int64))
-    return _check_used(used, n_embed if n_embed is not None else int(used.max()) + 1)
+    return check_used(used, n_embed if n_embed is not None else int(used.max()) + 1)
 
 
 # -- model config ---------------------------------------------------------------------------------------------

@@ -42,9 +42,9 @@ def main(argv=None) -> None:
     p.add_argument("--seed", type=int, default=0, help="data set seed (default 0)")
     p.add_argument("--max-shapes", type=int, default=2, help="1 or 2 shapes per image (default 2)")
     p.add_argument("--overwrite", action="store_true", help="write into a non-empty folder")
-    a = p.parse_args(argv)
-    write_shapes(a.out, a.n, a.size, a.seed, a.max_shapes, a.overwrite)
-    print(f"wrote {a.n} images of {a.size}x{a.size} px to {a.out}")  # noqa: T201 (CLI summary)
+    args = p.parse_args(argv)
+    write_shapes(args.out, args.n, args.size, args.seed, args.max_shapes, args.overwrite)
+    print(f"wrote {args.n} images of {args.size}x{args.size} px to {args.out}")  # noqa: T201 (CLI summary)
 
 
 if __name__ == "__main__":

@@ -22,7 +22,7 @@ from imagebart_core.config import (
     VQGANConfig,
     chain_scales,
 )
-from imagebart_core.diffusion import betas_from_alpha_bar, geometric_betas
+from imagebart_core.schedule import betas_from_alpha_bar, geometric_betas
 
 
 @dataclass
@@ -140,7 +140,7 @@ def build_model_config(
 
 def caption_token_ids(data, text_length: int) -> list[int]:
     """Sorted CLIP ids (without padding 0) of every caption ``.txt`` beside the images of ``data``."""
-    from imagebart_core.conditioning import _clip_tokenizer
+    from imagebart_core.conditioning import clip_tokenizer
 
     from .data import find_images
 
@@ -148,7 +148,7 @@ def caption_token_ids(data, text_length: int) -> list[int]:
     if not captions:
         raise SystemExit(f"no caption .txt files beside the images of {data}")
     ids: set[int] = set()
-    tokens = _clip_tokenizer()(captions, context_length=text_length)  # (N, L)
+    tokens = clip_tokenizer()(captions, context_length=text_length)  # (N, L)
     ids.update(int(t) for t in tokens.unique() if int(t) != 0)
     return sorted(ids)
 
@@ -185,37 +185,37 @@ def main(argv=None) -> None:
     p.add_argument("--name", default="imagebart")
     p.add_argument("--out", required=True, help="where to write the model config JSON")
     p.add_argument("--overwrite", action="store_true")
-    a = p.parse_args(argv)
-    out = Path(a.out)
-    if out.exists() and not a.overwrite:
+    args = p.parse_args(argv)
+    out = Path(args.out)
+    if out.exists() and not args.overwrite:
         raise SystemExit(f"{out} exists; pass --overwrite to replace it (scales trained for the old config "
                          "will no longer assemble with the new one)")
-    vq = read_vqgan_config(a.vqgan)
-    used = load_shrink(a.shrink, vq.n_embed)
-    size = PRESETS[a.preset]
-    for k, v in vars(a).items():
+    vq = read_vqgan_config(args.vqgan)
+    used = load_shrink(args.shrink, vq.n_embed)
+    size = PRESETS[args.preset]
+    for k, v in vars(args).items():
         if hasattr(size, k) and v is not None:
             size = ScaleSize(**{**size.__dict__, k: v})
-    names = a.class_names
-    if a.conditioning == "class" and names is None:
-        if a.data is None:
+    names = args.class_names
+    if args.conditioning == "class" and names is None:
+        if args.data is None:
             raise SystemExit("--conditioning class needs --data (class sub-folders) or --class-names")
-        names = class_names_of(a.data)
+        names = class_names_of(args.data)
         if not names:
-            raise SystemExit(f"{a.data} has no class sub-folders with images")
-    img = tuple(a.image_size) if len(a.image_size) == 2 else a.image_size[0]
+            raise SystemExit(f"{args.data} has no class sub-folders with images")
+    img = tuple(args.image_size) if len(args.image_size) == 2 else args.image_size[0]
     text_ids = None
-    if a.text_vocab_from_data:
-        if a.conditioning != "text" or a.data is None:
+    if args.text_vocab_from_data:
+        if args.conditioning != "text" or args.data is None:
             raise SystemExit("--text-vocab-from-data needs --conditioning text and --data with captions")
-        text_ids = caption_token_ids(a.data, a.text_length)
+        text_ids = caption_token_ids(args.data, args.text_length)
     try:
-        cfg = build_model_config(vqgan=vq, vocab_size=int(used.numel()), image_size=img, n_scales=a.n_scales,
-                                 size=size, alpha_bar=a.alpha_bar, conditioning=a.conditioning, class_names=names,
-                                 text_length=a.text_length, text_token_ids=text_ids,
-                                 null_condition=not a.no_null_condition,
-                                 residual=a.residual, name=a.name,
-                                 source={"kind": "trained", "vqgan": str(a.vqgan), "shrink": str(a.shrink)})
+        cfg = build_model_config(vqgan=vq, vocab_size=int(used.numel()), image_size=img, n_scales=args.n_scales,
+                                 size=size, alpha_bar=args.alpha_bar, conditioning=args.conditioning, class_names=names,
+                                 text_length=args.text_length, text_token_ids=text_ids,
+                                 null_condition=not args.no_null_condition,
+                                 residual=args.residual, name=args.name,
+                                 source={"kind": "trained", "vqgan": str(args.vqgan), "shrink": str(args.shrink)})
     except ConfigError as exc:
         raise SystemExit(f"error: {exc}") from None
     save_model_config(cfg, out)

@@ -127,7 +127,8 @@ def load_codes(path: str | Path) -> CodeSet:
 
 
 def main(argv=None) -> None:
-    from .common import cleanup_distributed, init_distributed, setup_logging
+    from .distributed import cleanup_distributed, init_distributed
+    from .run_log import setup_logging
 
     p = argparse.ArgumentParser(prog="python -m training.precompute_codes", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -141,16 +142,16 @@ def main(argv=None) -> None:
                    "that say left/right become wrong)")
     p.add_argument("--device", default="auto")
     p.add_argument("--overwrite", action="store_true")
-    a = p.parse_args(argv)
+    args = p.parse_args(argv)
     setup_logging()
-    out = Path(a.out)
-    if out.exists() and not a.overwrite:
+    out = Path(args.out)
+    if out.exists() and not args.overwrite:
         raise SystemExit(f"{out} exists; pass --overwrite to replace it")
-    env = init_distributed(a.device)
+    env = init_distributed(args.device)
     try:
-        cfg = load_model_config(a.config)
-        vq = load_vqgan_for(cfg, *resolve_vqgan_paths(cfg, a.vqgan, a.shrink), device=env.device)
-        cs = encode_folder(cfg, vq, a.data, a.batch_size, env.device, a.hflip, env)
+        cfg = load_model_config(args.config)
+        vq = load_vqgan_for(cfg, *resolve_vqgan_paths(cfg, args.vqgan, args.shrink), device=env.device)
+        cs = encode_folder(cfg, vq, args.data, args.batch_size, env.device, args.hflip, env)
         if env.is_main:
             save_codes(cs, out)
             print(f"wrote {len(cs)} code grids {tuple(cs.codes.shape[1:])} to {out}")  # noqa: T201 (CLI summary)

@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw
 
-from .shapes import COLORS, SHAPES, _draw
+from .shapes import COLORS, SHAPES, draw_shape
 
 TEMPLATE_SIZE = 16
 
@@ -33,7 +33,7 @@ def _templates() -> dict[str, np.ndarray]:
     n = TEMPLATE_SIZE * 4
     for kind in SHAPES:
         img = Image.new("L", (n, n), 0)
-        _draw(ImageDraw.Draw(img), kind, (0, 0, n - 1, n - 1), 255)
+        draw_shape(ImageDraw.Draw(img), kind, (0, 0, n - 1, n - 1), 255)
         small = img.resize((TEMPLATE_SIZE, TEMPLATE_SIZE), Image.BILINEAR)
         out[kind] = np.asarray(small) > 127
     return out

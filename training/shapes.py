@@ -38,7 +38,7 @@ class ShapeSample:
         return SHAPES[self.label]
 
 
-def _draw(draw: ImageDraw.ImageDraw, kind: str, box: tuple[float, float, float, float], color) -> None:
+def draw_shape(draw: ImageDraw.ImageDraw, kind: str, box: tuple[float, float, float, float], color) -> None:
     x0, y0, x1, y1 = box
     cx, cy = (x0 + x1) / 2, (y0 + y1) / 2
     if kind == "circle":
@@ -72,7 +72,7 @@ def make_sample(index: int, size: int = 64, seed: int = 0, max_shapes: int = 2) 
     if n == 1:
         s = rnd.uniform(0.45, 0.75) * size
         x0, y0 = rnd.uniform(0, size - s), rnd.uniform(0, size - s)
-        _draw(draw, kinds[0], (x0, y0, x0 + s, y0 + s), COLORS[colors[0]])
+        draw_shape(draw, kinds[0], (x0, y0, x0 + s, y0 + s), COLORS[colors[0]])
         return ShapeSample(img, label, f"a {colors[0]} {kinds[0]}")
     # two shapes: the main one in one half, the other in the opposite half
     vertical = rnd.random() < 0.5
@@ -87,7 +87,7 @@ def make_sample(index: int, size: int = 64, seed: int = 0, max_shapes: int = 2) 
         x0, y0 = (b0, a0) if vertical else (a0, b0)
         boxes.append((x0, y0, x0 + s, y0 + s))
     for kind, color, box in zip(kinds, colors, boxes):
-        _draw(draw, kind, box, COLORS[color])
+        draw_shape(draw, kind, box, COLORS[color])
     relation = ("above" if first_low else "below") if vertical else ("left of" if first_low else "right of")
     caption = f"a {colors[0]} {kinds[0]} {relation} a {colors[1]} {kinds[1]}"
     return ShapeSample(img, label, caption)

@@ -52,25 +52,25 @@ def main(argv=None) -> None:
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--device", default="auto")
     p.add_argument("--overwrite", action="store_true")
-    a = p.parse_args(argv)
-    out = Path(a.out)
+    args = p.parse_args(argv)
+    out = Path(args.out)
     if out.suffix != ".npy":
         raise SystemExit(f"--out must end in .npy, got {out}")
-    if out.exists() and not a.overwrite:
+    if out.exists() and not args.overwrite:
         raise SystemExit(f"{out} exists; pass --overwrite to replace it")
-    device = ("cuda" if torch.cuda.is_available() else "cpu") if a.device == "auto" else a.device
-    vq = load_vqgan(a.vqgan)
-    if a.image_size % vq.cfg.factor:
-        raise SystemExit(f"--image-size {a.image_size} is not a multiple of the VQGAN factor {vq.cfg.factor}")
+    device = ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device
+    vq = load_vqgan(args.vqgan)
+    if args.image_size % vq.cfg.factor:
+        raise SystemExit(f"--image-size {args.image_size} is not a multiple of the VQGAN factor {vq.cfg.factor}")
     try:
-        counts = count_codes(vq, a.data, a.image_size, a.batch_size, device)
-        used = shrink_list(counts, a.min_count)
+        counts = count_codes(vq, args.data, args.image_size, args.batch_size, device)
+        used = shrink_list(counts, args.min_count)
     except (DataError, ValueError) as exc:
         raise SystemExit(f"error: {exc}") from None
     total = int(counts.sum())
     covered = int(counts[used].sum())
     save_shrink(used, out, info={"K": int(used.numel()), "n_embed": vq.cfg.n_embed, "tokens": total,
-                                 "coverage": covered / max(total, 1), "min_count": a.min_count,
+                                 "coverage": covered / max(total, 1), "min_count": args.min_count,
                                  "counts": counts.tolist()})
     print(f"{used.numel()} of {vq.cfg.n_embed} codes used ({100 * covered / max(total, 1):.2f}% of {total} tokens "  # noqa: T201
           f"kept) -> {out}")

@@ -29,9 +29,10 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 from imagebart_core import conditioning as cond_lib
 from imagebart_core.config import DECODER_ONLY, ModelConfig
 from imagebart_core.diffusion import MultinomialDiffusion
+from imagebart_core.schedule import residual_alpha
 from imagebart_core.transformer import build_scale, init_weights
 
-from . import common
+from . import checkpoints, data_order, distributed, optim, run_log, trainer_args
 from .files import config_fingerprint, load_model_config, save_scale
 from .precompute_codes import CodeSet, encode_folder, load_codes, load_vqgan_for, resolve_vqgan_paths, save_codes
 from .scale_loss import StepNoise, make_targets, scale_loss
@@ -47,7 +48,7 @@ class ScaleModel(torch.nn.Module):
         if not 1 <= scale <= cfg.n_scales:
             raise ValueError(f"--scale must be in 1..{cfg.n_scales} for this model config, got {scale}")
         self.scale = scale
-        alpha = float(1.0 - cfg.schedule.betas[scale])  # alpha of the step into level s+1 (residual term)
+        alpha = residual_alpha(cfg.schedule.betas, scale)  # the sampler's float32 value (residual term)
         self.net = build_scale(cfg.scales[scale - 1], cfg.conditioning, residual_alpha=alpha)
         init_weights(self.net)
 
@@ -120,7 +121,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--cond-dropout", type=float, default=None, help="probability of replacing the condition by the "
                    "null condition (default 0.1 for conditional models with a null condition, else 0)")
     p.add_argument("--sample-count", type=int, default=8, help="items in each sample grid")
-    common.add_trainer_args(p, lr=1e-4, batch=16, steps=100_000, warmup=10_000, ema=0.9999)
+    trainer_args.add_trainer_args(p, lr=1e-4, batch=16, steps=100_000, warmup=10_000, ema=0.9999)
     return p
 
 
@@ -145,29 +146,29 @@ def save_png(img: torch.Tensor, path: Path) -> None:
 
 def run(argv=None) -> dict:
     """Train; returns a summary dict (steps, last loss, paths)."""
-    a = common.start_trainer(build_parser(), argv)
-    env = common.init_distributed(a.device)
+    args = trainer_args.start_trainer(build_parser(), argv)
+    env = distributed.init_distributed(args.device)
     try:
-        return _train(a, env)
+        return _train(args, env)
     finally:
-        common.cleanup_distributed()
+        distributed.cleanup_distributed()
 
 
-def _load_data(a, cfg: ModelConfig, env: common.DistEnv, out: Path) -> CodeSet:
-    if a.codes:
-        cs = load_codes(a.codes)
+def _load_data(args, cfg: ModelConfig, env: distributed.DistEnv, out: Path) -> CodeSet:
+    if args.codes:
+        cs = load_codes(args.codes)
     else:
-        if not a.data:
+        if not args.data:
             raise SystemExit("give --codes (training.precompute_codes) or --data (an image folder)")
         cache = out / "codes.safetensors"
         cached = cache.is_file()
-        common.barrier(env)  # every process decides before process 0 may write the cache
+        distributed.barrier(env)  # every process decides before process 0 may write the cache
         if not cached:
-            vq = load_vqgan_for(cfg, *resolve_vqgan_paths(cfg, a.vqgan, a.shrink), device=env.device)
-            cs = encode_folder(cfg, vq, a.data, 32, env.device, False, env)
+            vq = load_vqgan_for(cfg, *resolve_vqgan_paths(cfg, args.vqgan, args.shrink), device=env.device)
+            cs = encode_folder(cfg, vq, args.data, 32, env.device, False, env)
             if env.is_main:
                 save_codes(cs, cache)
-            common.barrier(env)
+            distributed.barrier(env)
         cs = load_codes(cache)
     if tuple(cs.codes.shape[1:]) != tuple(cfg.grid):
         raise SystemExit(f"the codes are {tuple(cs.codes.shape[1:])} grids but the model config's grid is "
@@ -178,76 +179,76 @@ def _load_data(a, cfg: ModelConfig, env: common.DistEnv, out: Path) -> CodeSet:
     return cs
 
 
-def _train(a, env: common.DistEnv) -> dict:
-    cfg = load_model_config(a.config)
-    s = a.scale
-    if a.kl_weight is not None and not 0.0 <= a.kl_weight <= 1.0:
+def _train(args, env: distributed.DistEnv) -> dict:
+    cfg = load_model_config(args.config)
+    s = args.scale
+    if args.kl_weight is not None and not 0.0 <= args.kl_weight <= 1.0:
         raise SystemExit("--kl-weight must lie in [0, 1]")
-    if a.cond_dropout is not None and not 0.0 <= a.cond_dropout < 1.0:
+    if args.cond_dropout is not None and not 0.0 <= args.cond_dropout < 1.0:
         raise SystemExit("--cond-dropout must lie in [0, 1)")
-    out = Path(a.out)
+    out = Path(args.out)
     with torch.random.fork_rng(devices=[]):  # initial weights: a function of --seed and the scale only
-        torch.manual_seed(a.seed * 1000 + s)
+        torch.manual_seed(args.seed * 1000 + s)
         model = ScaleModel(cfg, s)  # raises for a bad --scale
     fingerprint = config_fingerprint(cfg)
-    resume_from = common.find_resume(out, a.resume)
-    common.remove_stale_temps(out, env)
-    if a.resume == "never" and (out / "checkpoints" / common.CHECKPOINT_NAME).is_file():
+    resume_from = checkpoints.find_resume(out, args.resume)
+    checkpoints.remove_stale_temps(out, env)
+    if args.resume == "never" and (out / "checkpoints" / checkpoints.CHECKPOINT_NAME).is_file():
         raise SystemExit(f"{out} already holds a run; use another --out or --resume auto")
-    cs = _load_data(a, cfg, env, out)
+    cs = _load_data(args, cfg, env, out)
     diffusion = MultinomialDiffusion(cfg.schedule.betas, cfg.vocab_size)
     conditional = cfg.conditioning.kind != "none"
-    drop = a.cond_dropout
+    drop = args.cond_dropout
     if drop is None:
         drop = 0.1 if conditional and cfg.conditioning.null_condition else 0.0
     if drop > 0 and not (conditional and cfg.conditioning.null_condition):
         raise SystemExit("--cond-dropout needs a conditional model config with a null condition")
     conditioner = Conditioner(cfg, cs, drop)
-    precision = common.resolve_precision(a.precision, env.device)
+    precision = optim.resolve_precision(args.precision, env.device)
     model.to(env.device)
-    optimizer = torch.optim.AdamW(param_groups(model, cfg, a.weight_decay), lr=a.lr, betas=(a.beta1, a.beta2))
-    scaler = common.make_scaler(precision, env.device)
-    ema = common.EMA(model, a.ema_decay) if a.ema_decay > 0 else None
+    optimizer = torch.optim.AdamW(param_groups(model, cfg, args.weight_decay), lr=args.lr, betas=(args.beta1, args.beta2))
+    scaler = optim.make_scaler(precision, env.device)
+    ema = optim.EMA(model, args.ema_decay) if args.ema_decay > 0 else None
     start = 0
     if resume_from is not None:
-        ck = common.load_checkpoint(resume_from)
+        ck = checkpoints.load_checkpoint(resume_from)
         if ck.get("kind") != "scale" or ck.get("scale") != s:
             raise SystemExit(f"{resume_from} is not a checkpoint of scale {s}")
         if ck.get("config_fingerprint") != fingerprint:
             raise SystemExit(f"{resume_from} was trained for another model config; use a new --out")
-        gb = env.world * a.batch_size * a.accumulate
+        gb = env.world * args.batch_size * args.accumulate
         if ck.get("global_batch") != gb:
             log.warning("resuming with global batch %d (checkpoint: %s): the data order changes", gb,
                         ck.get("global_batch"))
-        start = common.restore_training_state(ck, {"model": model, "optimizer": optimizer, "scaler": scaler},
+        start = checkpoints.restore_training_state(ck, {"model": model, "optimizer": optimizer, "scaler": scaler},
                                               ema, env)
         if env.is_main:
             log.info("resuming scale %d from %s at step %d", s, resume_from, start)
     ddp = DDP(model, device_ids=[env.device.index] if env.device.type == "cuda" else None) \
         if env.distributed else model
-    stop = min(a.max_steps, a.stop_after) if a.stop_after else a.max_steps
+    stop = min(args.max_steps, args.stop_after) if args.stop_after else args.max_steps
     n_items = len(cs)
     n_tokens = cfg.grid[0] * cfg.grid[1]
-    gb = env.world * a.batch_size * a.accumulate
-    common.steps_per_epoch(n_items, env.world, a.batch_size, a.accumulate)  # raises for too little data
+    gb = env.world * args.batch_size * args.accumulate
+    data_order.steps_per_epoch(n_items, env.world, args.batch_size, args.accumulate)  # raises for too little data
     codes = cs.codes.reshape(n_items, n_tokens)
-    runlog = common.RunLog(out, env.is_main, resume_step=start)
-    bar = common.Progress(stop, start, env.is_main and not a.no_progress, f"scale {s}", a.log_every)
+    runlog = run_log.RunLog(out, env.is_main, resume_step=start)
+    bar = run_log.ProgressBar(stop, start, env.is_main and not args.no_progress, f"scale {s}", args.log_every)
     vq = None
-    if env.is_main and a.sample_every > 0:
+    if env.is_main and args.sample_every > 0:
         try:
-            vq = load_vqgan_for(cfg, *resolve_vqgan_paths(cfg, a.vqgan, a.shrink), device=env.device)
+            vq = load_vqgan_for(cfg, *resolve_vqgan_paths(cfg, args.vqgan, args.shrink), device=env.device)
         except (SystemExit, FileNotFoundError, ValueError) as exc:
             log.warning("no sample grids (cannot load the VQGAN: %s)", exc)
     last_stats: dict[str, float] = {}
     t_last, items_since = time.time(), 0
     model.train()
     for step in range(start, stop):
-        plan = common.batch_plan(n_items, step, env, a.batch_size, a.accumulate, a.seed)
-        lr = common.warmup_cosine(step, warmup=a.warmup_steps, total=a.max_steps, lr=a.lr, lr_start=a.lr_start,
-                                  lr_min=a.min_lr)
-        common.set_lr(optimizer, lr)
-        noise = StepNoise.draw(common.step_generator(a.seed, step), gb, n_tokens, cfg.vocab_size)
+        plan = data_order.batch_plan(n_items, step, env, args.batch_size, args.accumulate, args.seed)
+        lr = optim.warmup_cosine(step, warmup=args.warmup_steps, total=args.max_steps, lr=args.lr, lr_start=args.lr_start,
+                                  lr_min=args.min_lr)
+        optim.set_lr(optimizer, lr)
+        noise = StepNoise.draw(data_order.step_generator(args.seed, step), gb, n_tokens, cfg.vocab_size)
         optimizer.zero_grad(set_to_none=True)
         sums: dict[str, float] = {}
         for m, (idx, rows) in enumerate(zip(plan.micro, plan.rows)):
@@ -255,21 +256,21 @@ def _train(a, env: common.DistEnv) -> dict:
             x1 = codes[torch.tensor(idx)].to(env.device)  # [B, N]
             t = make_targets(diffusion, s, x1, nz)
             cond = conditioner(idx, nz.drop)
-            with common.accumulation_sync(ddp, env.distributed, m == a.accumulate - 1):
-                with common.autocast(precision, env.device):
+            with optim.accumulation_sync(ddp, env.distributed, m == args.accumulate - 1):
+                with optim.autocast(precision, env.device):
                     logits = ddp(t.x_in, t.target, None if cond is None else cond.to(env.device))
-                loss, stats = scale_loss(logits, t, s, a.kl_weight)
-                scaler.scale(loss / a.accumulate).backward()
+                loss, stats = scale_loss(logits, t, s, args.kl_weight)
+                scaler.scale(loss / args.accumulate).backward()
             stats["loss"] = float(loss.detach())
             for k, v in stats.items():
-                sums[k] = sums.get(k, 0.0) + v / a.accumulate
-        common.optimizer_step(scaler, optimizer, model.parameters(), a.grad_clip)
+                sums[k] = sums.get(k, 0.0) + v / args.accumulate
+        optim.optimizer_step(scaler, optimizer, model.parameters(), args.grad_clip)
         if ema is not None:
             ema.update(model)
         items_since += gb
         done = step + 1
-        if done % a.log_every == 0 or done == stop:
-            stats = {k: common.mean_across(env, v) for k, v in sums.items()}
+        if done % args.log_every == 0 or done == stop:
+            stats = {k: distributed.mean_across(env, v) for k, v in sums.items()}
             now = time.time()
             speed = items_since / max(now - t_last, 1e-9)
             t_last, items_since = now, 0
@@ -277,36 +278,36 @@ def _train(a, env: common.DistEnv) -> dict:
             runlog.write(row)
             last_stats = stats
         bar.update(done, {"loss": sums["loss"], "lr": lr})
-        if vq is not None and a.sample_every > 0 and (done % a.sample_every == 0 or done == stop):
-            _sample_grid(model, ema, vq, cfg, s, codes, conditioner, diffusion, a, out / "samples" / f"step_{done:07d}.png")
-        if done % a.ckpt_every == 0 or done == stop:
-            _checkpoint(out, env, model, optimizer, scaler, ema, done, s, fingerprint, gb, a, cfg)
+        if vq is not None and args.sample_every > 0 and (done % args.sample_every == 0 or done == stop):
+            _sample_grid(model, ema, vq, cfg, s, codes, conditioner, diffusion, args, out / "samples" / f"step_{done:07d}.png")
+        if done % args.ckpt_every == 0 or done == stop:
+            _checkpoint(out, env, model, optimizer, scaler, ema, done, s, fingerprint, gb, args, cfg)
     bar.close()
     return {"step": stop, "stats": last_stats, "out": str(out), "weights": str(out / f"scale{s}.safetensors")}
 
 
-def _checkpoint(out, env, model, optimizer, scaler, ema, step, s, fingerprint, gb, a, cfg) -> None:
-    states = common.all_gather_objects(env, common.rng_state())
+def _checkpoint(out, env, model, optimizer, scaler, ema, step, s, fingerprint, gb, args, cfg) -> None:
+    states = distributed.all_gather_objects(env, checkpoints.rng_state())
     if env.is_main:
         state = {
             "kind": "scale", "scale": s, "step": step, "config_fingerprint": fingerprint, "global_batch": gb,
             "model": model.state_dict(), "optimizer": optimizer.state_dict(), "scaler": scaler.state_dict(),
             "ema": ema.state_dict() if ema is not None else None, "rng": states,
         }
-        common.save_checkpoint(out / "checkpoints" / common.CHECKPOINT_NAME, state)
+        checkpoints.save_checkpoint(out / "checkpoints" / checkpoints.CHECKPOINT_NAME, state)
         weights = ema.weights(model) if ema is not None else {k: v.detach().cpu() for k, v in model.state_dict().items()}
         weights = {k[len("net."):]: v for k, v in weights.items()}
         save_scale(weights, s, cfg, out / f"scale{s}.safetensors",
-                   info={"step": step, "ema": ema is not None, "ema_decay": a.ema_decay})
-    common.barrier(env)
+                   info={"step": step, "ema": ema is not None, "ema_decay": args.ema_decay})
+    distributed.barrier(env)
 
 
 @torch.no_grad()
-def _sample_grid(model, ema, vq, cfg, s, codes, conditioner, diffusion, a, path: Path) -> None:
+def _sample_grid(model, ema, vq, cfg, s, codes, conditioner, diffusion, args, path: Path) -> None:
     """Rows: input level s+1, the model's teacher-forced argmax for level s, a posterior sample of level s."""
-    n = min(a.sample_count, codes.shape[0])
+    n = min(args.sample_count, codes.shape[0])
     idx = list(range(n))
-    gen = torch.Generator().manual_seed(a.seed)
+    gen = torch.Generator().manual_seed(args.seed)
     noise = StepNoise.draw(gen, n, codes.shape[1], cfg.vocab_size)
     noise.drop.fill_(1.0)  # conditional rows keep their condition
     dev = next(model.parameters()).device

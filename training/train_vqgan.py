@@ -33,7 +33,7 @@ from imagebart_core.config import VQGANConfig
 from imagebart_core.fileio import atomic_write_text
 from imagebart_core.vqgan import VQGAN
 
-from . import common
+from . import checkpoints, data_order, distributed, optim, run_log, trainer_args
 from .codebook_restart import DeadCodeRestarter
 from .data import DataError, ImageFolder
 from .files import save_vqgan, vqgan_config_from_dict
@@ -89,83 +89,83 @@ def build_parser() -> argparse.ArgumentParser:
                    "are measured on it every --val-every steps and at the end (log.csv val_*, metrics.json)")
     g.add_argument("--val-every", type=int, default=1000, help="held-out evaluation interval (0 = only at the end)")
     g.add_argument("--val-images", type=int, default=512, help="at most this many held-out images (default 512)")
-    common.add_trainer_args(p, lr=7.2e-5, batch=8, steps=200_000, warmup=0, ema=0.0)
+    trainer_args.add_trainer_args(p, lr=7.2e-5, batch=8, steps=200_000, warmup=0, ema=0.0)
     p.set_defaults(beta1=0.5, beta2=0.9, weight_decay=0.0, lr_start=None)
     return p
 
 
-def vqgan_config_from_args(a) -> VQGANConfig:
-    if a.vqgan_config:
-        cfg = vqgan_config_from_dict(json.loads(Path(a.vqgan_config).read_text(encoding="utf-8")))
+def vqgan_config_from_args(args) -> VQGANConfig:
+    if args.vqgan_config:
+        cfg = vqgan_config_from_dict(json.loads(Path(args.vqgan_config).read_text(encoding="utf-8")))
     else:
-        cfg = VQGANConfig(**{**VQGAN_PRESETS[a.preset].__dict__})
-    if a.n_embed:
-        cfg.n_embed = a.n_embed
-    if a.embed_dim:
-        cfg.embed_dim = a.embed_dim
-    if a.image_size % cfg.factor:
-        raise SystemExit(f"--image-size {a.image_size} is not a multiple of the VQGAN factor {cfg.factor}")
+        cfg = VQGANConfig(**{**VQGAN_PRESETS[args.preset].__dict__})
+    if args.n_embed:
+        cfg.n_embed = args.n_embed
+    if args.embed_dim:
+        cfg.embed_dim = args.embed_dim
+    if args.image_size % cfg.factor:
+        raise SystemExit(f"--image-size {args.image_size} is not a multiple of the VQGAN factor {cfg.factor}")
     return cfg
 
 
 def run(argv=None) -> dict:
-    a = common.start_trainer(build_parser(), argv)
-    cfg = vqgan_config_from_args(a)
+    args = trainer_args.start_trainer(build_parser(), argv)
+    cfg = vqgan_config_from_args(args)
     perceptual = None
-    if not a.no_perceptual and a.perceptual_weight > 0:
+    if not args.no_perceptual and args.perceptual_weight > 0:
         try:
-            perceptual = make_lpips(a.perceptual_trunk, a.allow_download)
+            perceptual = make_lpips(args.perceptual_trunk, args.allow_download)
         except PerceptualWeightsMissing as exc:
             raise SystemExit(f"error: {exc}") from None
     try:
-        ds = ImageFolder(a.data, a.image_size, random_crop=a.random_crop, hflip=a.hflip, seed=a.seed)
-        val = ImageFolder(a.val_data, a.image_size) if a.val_data else None
+        ds = ImageFolder(args.data, args.image_size, random_crop=args.random_crop, hflip=args.hflip, seed=args.seed)
+        val = ImageFolder(args.val_data, args.image_size) if args.val_data else None
     except DataError as exc:
         raise SystemExit(f"error: {exc}") from None
-    env = common.init_distributed(a.device)
+    env = distributed.init_distributed(args.device)
     try:
-        return _train(a, env, cfg, ds, perceptual, val)
+        return _train(args, env, cfg, ds, perceptual, val)
     finally:
-        common.cleanup_distributed()
+        distributed.cleanup_distributed()
 
 
-def _train(a, env, cfg: VQGANConfig, ds: ImageFolder, perceptual, val: ImageFolder | None = None) -> dict:
-    out = Path(a.out)
-    if a.resume == "never" and (out / "checkpoints" / common.CHECKPOINT_NAME).is_file():
+def _train(args, env, cfg: VQGANConfig, ds: ImageFolder, perceptual, val: ImageFolder | None = None) -> dict:
+    out = Path(args.out)
+    if args.resume == "never" and (out / "checkpoints" / checkpoints.CHECKPOINT_NAME).is_file():
         raise SystemExit(f"{out} already holds a run; use another --out or --resume auto")
-    resume_from = common.find_resume(out, a.resume)
-    common.remove_stale_temps(out, env)
-    torch.manual_seed(a.seed)
+    resume_from = checkpoints.find_resume(out, args.resume)
+    checkpoints.remove_stale_temps(out, env)
+    torch.manual_seed(args.seed)
     model = VQGAN(cfg).to(env.device)
-    disc = PatchDiscriminator(cfg.out_channels, n_layers=a.disc_layers).to(env.device)
-    if a.disc_weight > 0:
+    disc = PatchDiscriminator(cfg.out_channels, n_layers=args.disc_layers).to(env.device)
+    if args.disc_weight > 0:
         try:
             with torch.no_grad():
-                disc.eval()(torch.zeros(1, cfg.out_channels, a.image_size, a.image_size, device=env.device))
+                disc.eval()(torch.zeros(1, cfg.out_channels, args.image_size, args.image_size, device=env.device))
         except RuntimeError:
-            raise SystemExit(f"--image-size {a.image_size} is too small for a {a.disc_layers}-layer patch "
+            raise SystemExit(f"--image-size {args.image_size} is too small for a {args.disc_layers}-layer patch "
                              "discriminator; lower --disc-layers (or --disc-weight 0 for no GAN)") from None
-    loss_fn = VQGANLoss(perceptual.to(env.device) if perceptual is not None else None, a.perceptual_weight,
-                        a.disc_start, a.disc_weight, a.codebook_weight, disc)
-    precision = common.resolve_precision(a.precision, env.device)
-    betas = (a.beta1, a.beta2)
-    opt_g = torch.optim.AdamW(model.parameters(), lr=a.lr, betas=betas, weight_decay=a.weight_decay)
-    opt_d = torch.optim.AdamW(disc.parameters(), lr=a.lr, betas=betas, weight_decay=a.weight_decay)
+    loss_fn = VQGANLoss(perceptual.to(env.device) if perceptual is not None else None, args.perceptual_weight,
+                        args.disc_start, args.disc_weight, args.codebook_weight, disc)
+    precision = optim.resolve_precision(args.precision, env.device)
+    betas = (args.beta1, args.beta2)
+    opt_g = torch.optim.AdamW(model.parameters(), lr=args.lr, betas=betas, weight_decay=args.weight_decay)
+    opt_d = torch.optim.AdamW(disc.parameters(), lr=args.lr, betas=betas, weight_decay=args.weight_decay)
     for group in opt_d.param_groups:
-        group["lr_scale"] = a.disc_lr_mult
-    scaler_g, scaler_d = common.make_scaler(precision, env.device), common.make_scaler(precision, env.device)
-    ema = common.EMA(model, a.ema_decay) if a.ema_decay > 0 else None
-    restarter = DeadCodeRestarter(cfg.n_embed, a.restart_dead_codes, a.seed)
+        group["lr_scale"] = args.disc_lr_mult
+    scaler_g, scaler_d = optim.make_scaler(precision, env.device), optim.make_scaler(precision, env.device)
+    ema = optim.EMA(model, args.ema_decay) if args.ema_decay > 0 else None
+    restarter = DeadCodeRestarter(cfg.n_embed, args.restart_dead_codes, args.seed)
     start = 0
     if resume_from is not None:
-        ck = common.load_checkpoint(resume_from)
+        ck = checkpoints.load_checkpoint(resume_from)
         if ck.get("kind") != "vqgan":
             raise SystemExit(f"{resume_from} is not a VQGAN checkpoint")
         if ck.get("vqgan_config") != json.dumps(cfg.__dict__, default=list):
             raise SystemExit(f"{resume_from} was trained with another VQGAN architecture; use a new --out")
         parts = {"model": model, "disc": disc, "opt_g": opt_g, "opt_d": opt_d, "scaler_g": scaler_g,
                  "scaler_d": scaler_d}
-        start = common.restore_training_state(ck, parts, ema, env)
+        start = checkpoints.restore_training_state(ck, parts, ema, env)
         if ck.get("dead_code_restarts") is not None:
             restarter.load_state_dict(ck["dead_code_restarts"])
         if env.is_main:
@@ -173,61 +173,61 @@ def _train(a, env, cfg: VQGANConfig, ds: ImageFolder, perceptual, val: ImageFold
     dev_ids = [env.device.index] if env.device.type == "cuda" else None
     g_model = DDP(model, device_ids=dev_ids) if env.distributed else model
     d_model = DDP(disc, device_ids=dev_ids) if env.distributed else disc
-    stop = min(a.max_steps, a.stop_after) if a.stop_after else a.max_steps
+    stop = min(args.max_steps, args.stop_after) if args.stop_after else args.max_steps
     n = len(ds)
-    common.steps_per_epoch(n, env.world, a.batch_size, a.accumulate)
-    gb = env.world * a.batch_size * a.accumulate
+    data_order.steps_per_epoch(n, env.world, args.batch_size, args.accumulate)
+    gb = env.world * args.batch_size * args.accumulate
 
     def batches():
         for step in range(start, stop):
-            plan = common.batch_plan(n, step, env, a.batch_size, a.accumulate, a.seed)
+            plan = data_order.batch_plan(n, step, env, args.batch_size, args.accumulate, args.seed)
             for idx in plan.micro:
                 yield [(i, plan.epoch) for i in idx]
 
-    loader = torch.utils.data.DataLoader(ds, batch_sampler=batches(), num_workers=a.workers,
+    loader = torch.utils.data.DataLoader(ds, batch_sampler=batches(), num_workers=args.workers,
                                          collate_fn=_stack_images)
     it = iter(loader)
-    runlog = common.RunLog(out, env.is_main, ["step", "lr", "loss", "l1", "lpips", "nll", "vq", "g", "d_weight", "d",
+    runlog = run_log.RunLog(out, env.is_main, ["step", "lr", "loss", "l1", "lpips", "nll", "vq", "g", "d_weight", "d",
                                               "logits_real", "logits_fake", "codes_used", "perplexity",
                                               "codes_restarted", *VAL_COLUMNS, "items_per_s"], resume_step=start)
-    bar = common.Progress(stop, start, env.is_main and not a.no_progress, "vqgan", a.log_every)
-    fixed = torch.stack([ds.load(i, 0) for i in range(min(a.sample_count, n))]) if env.is_main else None
+    bar = run_log.ProgressBar(stop, start, env.is_main and not args.no_progress, "vqgan", args.log_every)
+    fixed = torch.stack([ds.load(i, 0) for i in range(min(args.sample_count, n))]) if env.is_main else None
     last_layer = model.last_decoder_layer_weight
     t_last, items_since, last_stats, last_val = time.time(), 0, {}, None
     model.train()
     disc.train()
     for step in range(start, stop):
-        lr = common.warmup_cosine(step, warmup=a.warmup_steps, total=a.max_steps, lr=a.lr, lr_start=a.lr_start,
-                                  lr_min=a.min_lr)
-        common.set_lr(opt_g, lr)
-        common.set_lr(opt_d, lr)
+        lr = optim.warmup_cosine(step, warmup=args.warmup_steps, total=args.max_steps, lr=args.lr, lr_start=args.lr_start,
+                                  lr_min=args.min_lr)
+        optim.set_lr(opt_g, lr)
+        optim.set_lr(opt_d, lr)
         gan = loss_fn.gan_active(step)
         opt_g.zero_grad(set_to_none=True)
         opt_d.zero_grad(set_to_none=True)
         sums: dict[str, float] = {}
-        for m in range(a.accumulate):
+        for m in range(args.accumulate):
             x = next(it).to(env.device)  # [B, 3, S, S] in [-1, 1]
-            last = m == a.accumulate - 1
-            with common.accumulation_sync(g_model, env.distributed, last):
-                with common.autocast(precision, env.device):
+            last = m == args.accumulate - 1
+            with optim.accumulation_sync(g_model, env.distributed, last):
+                with optim.autocast(precision, env.device):
                     x_rec, q_loss, ids = g_model(x)
                 loss, stats = loss_fn.generator_loss(x, x_rec, q_loss, step, last_layer,
                                                      disc=d_model if gan else None)
                 stats.update(code_usage(ids, cfg.n_embed))  # this micro-batch's codes
                 restarter.observe(ids)
-                scaler_g.scale(loss / a.accumulate).backward()
+                scaler_g.scale(loss / args.accumulate).backward()
             if gan:
-                with common.accumulation_sync(d_model, env.distributed, last):
-                    with common.autocast(precision, env.device):
+                with optim.accumulation_sync(d_model, env.distributed, last):
+                    with optim.autocast(precision, env.device):
                         d_loss, d_stats = loss_fn.discriminator_loss(x, x_rec, disc=d_model)
-                    scaler_d.scale(d_loss / a.accumulate).backward()
+                    scaler_d.scale(d_loss / args.accumulate).backward()
                 stats.update(d_stats)
             stats["loss"] = float(loss.detach())
             for k, v in stats.items():
-                sums[k] = sums.get(k, 0.0) + v / a.accumulate
-        common.optimizer_step(scaler_g, opt_g, model.parameters(), a.grad_clip)
+                sums[k] = sums.get(k, 0.0) + v / args.accumulate
+        optim.optimizer_step(scaler_g, opt_g, model.parameters(), args.grad_clip)
         if gan:
-            common.optimizer_step(scaler_d, opt_d, disc.parameters())
+            optim.optimizer_step(scaler_d, opt_d, disc.parameters())
         restarted = None
         if restarter.due(step + 1):
             with torch.no_grad():
@@ -237,11 +237,11 @@ def _train(a, env, cfg: VQGANConfig, ds: ImageFolder, perceptual, val: ImageFold
         items_since += gb
         done = step + 1
         val_row = {}
-        if val is not None and env.is_main and ((a.val_every > 0 and done % a.val_every == 0) or done == stop):
-            last_val = _evaluate(model, ema, val, a, env)
+        if val is not None and env.is_main and ((args.val_every > 0 and done % args.val_every == 0) or done == stop):
+            last_val = _evaluate(model, ema, val, args, env)
             val_row = {f"val_{k}": v for k, v in last_val.items() if f"val_{k}" in VAL_COLUMNS}
-        if done % a.log_every == 0 or done == stop or val_row or restarted:
-            stats = {k: common.mean_across(env, v) for k, v in sorted(sums.items())}
+        if done % args.log_every == 0 or done == stop or val_row or restarted:
+            stats = {k: distributed.mean_across(env, v) for k, v in sorted(sums.items())}
             now = time.time()
             row = {"step": done, "lr": lr, **stats, **val_row,
                    "items_per_s": items_since / max(now - t_last, 1e-9)}
@@ -251,26 +251,26 @@ def _train(a, env, cfg: VQGANConfig, ds: ImageFolder, perceptual, val: ImageFold
             runlog.write(row)
             last_stats = stats
         bar.update(done, {"loss": sums["loss"], "l1": sums["l1"]})
-        if env.is_main and a.sample_every > 0 and (done % a.sample_every == 0 or done == stop):
+        if env.is_main and args.sample_every > 0 and (done % args.sample_every == 0 or done == stop):
             _samples(model, fixed, env, out / "samples" / f"step_{done:07d}.png")
-        if done % a.ckpt_every == 0 or done == stop:
+        if done % args.ckpt_every == 0 or done == stop:
             _checkpoint(out, env, cfg, model, disc, opt_g, opt_d, scaler_g, scaler_d, ema, restarter, done)
     bar.close()
     if last_val is not None and env.is_main:
-        atomic_write_text(out / "metrics.json", json.dumps({"step": stop, "heldout": last_val, "data": str(a.val_data),
+        atomic_write_text(out / "metrics.json", json.dumps({"step": stop, "heldout": last_val, "data": str(args.val_data),
                                                             "restarted_codes": restarter.total_restarted},
                                                            indent=1) + "\n")
     return {"step": stop, "stats": last_stats, "val": last_val, "out": str(out),
             "weights": str(out / "vqgan.safetensors")}
 
 
-def _evaluate(model: VQGAN, ema, val: ImageFolder, a, env) -> dict[str, float]:
+def _evaluate(model: VQGAN, ema, val: ImageFolder, args, env) -> dict[str, float]:
     """Held-out metrics of the weights that get exported (the EMA weights when EMA is on)."""
     if ema is None:
-        return evaluate_vqgan(model, val, a.batch_size, a.val_images, env.device)
+        return evaluate_vqgan(model, val, args.batch_size, args.val_images, env.device)
     shadow = VQGAN(model.cfg).to(env.device)
     shadow.load_state_dict(ema.weights(model))
-    return evaluate_vqgan(shadow, val, a.batch_size, a.val_images, env.device)
+    return evaluate_vqgan(shadow, val, args.batch_size, args.val_images, env.device)
 
 
 def _stack_images(items: list[dict]) -> torch.Tensor:
@@ -291,9 +291,9 @@ def _samples(model: VQGAN, fixed: torch.Tensor, env, path: Path) -> None:
 
 
 def _checkpoint(out, env, cfg, model, disc, opt_g, opt_d, scaler_g, scaler_d, ema, restarter, step) -> None:
-    states = common.all_gather_objects(env, common.rng_state())
+    states = distributed.all_gather_objects(env, checkpoints.rng_state())
     if env.is_main:
-        common.save_checkpoint(out / "checkpoints" / common.CHECKPOINT_NAME, {
+        checkpoints.save_checkpoint(out / "checkpoints" / checkpoints.CHECKPOINT_NAME, {
             "kind": "vqgan", "step": step, "vqgan_config": json.dumps(cfg.__dict__, default=list),
             "model": model.state_dict(), "disc": disc.state_dict(), "opt_g": opt_g.state_dict(),
             "opt_d": opt_d.state_dict(), "scaler_g": scaler_g.state_dict(), "scaler_d": scaler_d.state_dict(),
@@ -302,7 +302,7 @@ def _checkpoint(out, env, cfg, model, disc, opt_g, opt_d, scaler_g, scaler_d, em
         })
         weights = ema.weights(model) if ema is not None else {k: v.detach().cpu() for k, v in model.state_dict().items()}
         save_vqgan(weights, cfg, out / "vqgan.safetensors", info={"step": step, "ema": ema is not None})
-    common.barrier(env)
+    distributed.barrier(env)
 
 
 def main(argv=None) -> None:

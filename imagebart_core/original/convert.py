@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import gc
-import hashlib
 import logging
 import sys
 import time
@@ -33,7 +32,9 @@ import numpy as np
 import torch
 
 from ..checkpoint import CONFIG_CHECKSUM_KEY, config_checksum
+from ..codes import codebook_identity
 from ..config import DECODER_ONLY, FORMAT_VERSION, ModelConfig
+from ..fileio import StreamingSafetensorsWriter, sha256_file
 from ..transformer import prefix_mask
 from ..validate import check_finite
 from . import keymap
@@ -41,7 +42,6 @@ from .releases import RELEASES
 from .safe_pickle import OriginalFileError, load_checkpoint, state_dict_of
 from .schedule import betas_from_alphats, parse_redraw_prob, schedule_betas
 from .sizes import STORAGE_DTYPES
-from .st_writer import StreamingSafetensorsWriter
 from .yaml_config import ScaleSpec, model_config, parse_scale_yaml, read_sampling_yaml, read_yaml
 
 logger = logging.getLogger(__name__)
@@ -157,17 +157,6 @@ def explicit_release(checkpoints: list[str | Path], configs: list[str | Path], r
 
 
 # -- planning --------------------------------------------------------------------------------------------
-def _sha256(path: Path, chunk: int = 1 << 24) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while True:
-            block = fh.read(chunk)
-            if not block:
-                break
-            h.update(block)
-    return h.hexdigest()
-
-
 def _resolve(root: Path, value: str | None) -> Path | None:
     if not value:
         return None
@@ -283,7 +272,7 @@ def plan_conversion(files: ReleaseFiles, weights: str = "ema", hash_files: bool 
         scale_maps.append(_plan_scale(s, sd, raw, ema, config, expected, where, weights))
         check_finite({k: sd[k] for k in [*scale_maps[-1].values(), *vqgan_map.values()] if k in sd}, where, ConversionError)
         if hash_files:
-            info["sha256"] = _sha256(Path(ckpt_path))
+            info["sha256"] = sha256_file(Path(ckpt_path))
         file_info.append(info)
         del sd, ckpt
         _release(ckpt_path)
@@ -296,7 +285,7 @@ def plan_conversion(files: ReleaseFiles, weights: str = "ema", hash_files: bool 
         if p is not None:
             entry = {"role": role, "path": files.rel(p)}
             if hash_files:
-                entry["sha256"] = _sha256(Path(p))
+                entry["sha256"] = sha256_file(Path(p))
             file_info.append(entry)
     if any(sp.extra.get("ignored_tanh_out") for sp in specs):
         notes.append("ddconfig.tanh_out is set in the yamls and ignored, as the original taming decoder ignores it")
@@ -493,10 +482,6 @@ def write_plan(plan: Plan, out: str | Path, overwrite: bool = False) -> Path:
     Floating-point scale tensors are stored in the dtype ``plan.tensors`` gives them (see
     :func:`store_transformers_as`); the VQGAN always in float32.
     """
-    import hashlib as _h
-
-    h = _h.sha256()
-    h.update(plan.used.numpy().tobytes())
     files = plan.files
     emb_key = plan.vqgan_map["vqgan.quantize.embedding.weight"]
     meta = {"format": FORMAT_NAME, "format_version": str(FORMAT_VERSION), "config": plan.config.to_json()}
@@ -506,8 +491,7 @@ def write_plan(plan: Plan, out: str | Path, overwrite: bool = False) -> Path:
         if not emb_key.startswith("vqgan:") else None
     vq_sd = first if first is not None else {"vqgan:" + k: v for k, v in state_dict_of(
         load_checkpoint(files.vqgan_checkpoint), files.vqgan_checkpoint).items()}
-    h.update(vq_sd[emb_key].detach().float().numpy().tobytes())
-    meta["codebook_id"] = h.hexdigest()[:16]
+    meta["codebook_id"] = codebook_identity(plan.used, vq_sd[emb_key])
     meta["source"] = f"{SOURCE_KIND}:{files.name}"
     with StreamingSafetensorsWriter(out, plan.tensors, meta, overwrite=overwrite) as writer:
         for native, src in plan.vqgan_map.items():

@@ -16,7 +16,6 @@ never import it (a test checks that); only the explicit ``get`` command does.
 from __future__ import annotations
 
 import errno
-import hashlib
 import http.client
 import logging
 import os
@@ -31,6 +30,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..fileio import sha256_file
 from .sizes import human_bytes
 
 logger = logging.getLogger(__name__)
@@ -191,14 +191,6 @@ def part_path(dest: Path) -> Path:
     return dest.with_name(dest.name + ".part")
 
 
-def sha256_of(path: Path, chunk: int = 1 << 22) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while block := fh.read(chunk):
-            h.update(block)
-    return h.hexdigest()
-
-
 def download(url: str, dest: Path, *, retries: int = 3, retry_wait: float = 2.0, timeout: float = 60.0,
              chunk: int = 1 << 20, reserve: int = 0, progress: Callable[[str, int | None, int], ProgressLine] |
              None = None) -> Downloaded:
@@ -212,7 +204,7 @@ def download(url: str, dest: Path, *, retries: int = 3, retry_wait: float = 2.0,
     """
     dest = Path(dest)
     if dest.is_file():
-        return Downloaded(url, dest, dest.stat().st_size, sha256_of(dest))
+        return Downloaded(url, dest, dest.stat().st_size, sha256_file(dest))
     dest.parent.mkdir(parents=True, exist_ok=True)
     part = part_path(dest)
     make_progress = progress or (lambda label, total, start: ProgressLine(label, total, start))
@@ -236,7 +228,7 @@ def download(url: str, dest: Path, *, retries: int = 3, retry_wait: float = 2.0,
         if total is not None and size != total:
             raise DownloadError(f"download of {url}: got {size} bytes, the server announced {total}")
         os.replace(part, dest)
-        return Downloaded(url, dest, size, sha256_of(dest))
+        return Downloaded(url, dest, size, sha256_file(dest))
 
 
 class _Retryable(Exception):

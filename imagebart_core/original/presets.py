@@ -19,7 +19,7 @@ from ..config import (
     TransformerConfig,
     VQGANConfig,
 )
-from ..diffusion import geometric_betas
+from ..schedule import geometric_betas
 
 N_TOKENS = 256  # 16 x 16 grid
 

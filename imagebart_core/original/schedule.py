@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..schedule import geometric_betas
 from .safe_pickle import OriginalFileError, load_plain_pickle
 
 logger = logging.getLogger(__name__)
@@ -49,12 +50,6 @@ def parse_redraw_prob(value) -> dict:
         f"unknown redraw_prob {value!r}: expected 'geometric', '<dist>_<metric>' or '<dset>_<dist>_<metric>' "
         f"(dist in {DISTRIBUTIONS}, metric in {METRICS}), 'alphacum:...' or a number"
     )
-
-
-def geometric_betas_f32(n_steps: int) -> np.ndarray:
-    """float32 [T+1]: 0 then 1/T, 1/(T-1), ..., 1."""
-    tail = (1.0 / np.arange(n_steps, 0, -1, dtype=np.float32)).astype(np.float32)
-    return np.concatenate([np.zeros(1, np.float32), tail])
 
 
 def _crossing(abar: np.ndarray, y: np.ndarray) -> float:
@@ -97,7 +92,7 @@ def schedule_betas(redraw_prob, n_steps: int, root: Path | None = None, pickle_p
     spec = parse_redraw_prob(redraw_prob)
     kind = spec["kind"]
     if kind == "geometric":
-        betas = geometric_betas_f32(n_steps - 1)
+        betas = np.asarray(geometric_betas(n_steps - 1), dtype=np.float32)  # the library's schedule
     elif kind == "constant":
         betas = np.full(n_steps, spec["beta"], np.float32)
         betas[0], betas[-1] = 0.0, 1.0

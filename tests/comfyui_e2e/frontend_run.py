@@ -10,7 +10,7 @@ through an extra_model_paths.yaml ``custom_nodes`` symlink, so the ComfyUI tree 
 from ``--node-modules`` or ``frontend/node_modules``), dismisses the first-run template browser, drops each
 workflow file onto the canvas (a DataTransfer ``drop`` event), presses Run and records the outcome, the
 images and screenshots. Unless ``--no-http``, each workflow is then also converted to the API format
-(tests/workflow_tools.py, with the live /object_info) and queued over HTTP, and its images are compared
+(tools/workflow_tools.py, with the live /object_info) and queued over HTTP, and its images are compared
 pixel for pixel with the frontend's. The server runs with ``--cache-none`` so that the HTTP run really
 executes again instead of returning the frontend run's cached outputs.
 
@@ -35,11 +35,10 @@ import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-sys.path[:0] = [str(HERE.parent)]  # tests/: workflow_tools and comfyui_e2e
-
-from workflow_tools import load_workflow, to_api  # noqa: E402
+sys.path[:0] = [str(HERE.parent), str(HERE.parents[1])]  # tests/ (comfyui_e2e) and the clone (tools)
 
 from comfyui_e2e.comfy_client import PACK_ROOT, ComfyError, ComfyServer, messages, output_images  # noqa: E402
+from tools.workflow_tools import load_workflow, to_api  # noqa: E402
 
 log = logging.getLogger("frontend_run")
 DRIVER = HERE / "frontend" / "run_workflows.mjs"

@@ -21,9 +21,9 @@ import time
 from pathlib import Path
 
 import pytest
-from workflow_tools import WORKFLOWS, load_workflow, to_api
 
 from comfyui_e2e.comfy_client import ComfyError, ComfyServer, messages, output_images
+from tools.workflow_tools import WORKFLOWS, load_workflow, to_api
 
 COMFY = os.environ.get("IMAGEBART_COMFYUI_DIR")
 pytestmark = [pytest.mark.slow,
@@ -44,7 +44,7 @@ REPORT: dict = {}
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
-    from imagebart_core.random_model import write_random_model
+    from tools.random_model import write_random_model
 
     missing = [name for name in sorted(BUNDLED) if not (WORKFLOWS.parent / "models" / name).is_file()]
     if missing:
@@ -100,8 +100,8 @@ def test_bundled_models_are_listed_without_copying(server, defs):
 
 
 def test_stub_definitions_match_comfyui(defs):
-    """The CI checks use definitions read through tests/comfy_stub.py: they must equal the real ones."""
-    from workflow_tools import pack_definitions
+    """The CI checks use definitions read through tools/comfy_stub.py: they must equal the real ones."""
+    from tools.workflow_tools import pack_definitions
 
     for name, mine in pack_definitions().items():
         real = defs[name]

@@ -18,9 +18,9 @@ import shutil
 from pathlib import Path
 
 import pytest
-from workflow_tools import WORKFLOWS, load_workflow
 
 from comfyui_e2e.test_comfyui import EXPECTED_SAVED
+from tools.workflow_tools import WORKFLOWS, load_workflow
 
 COMFY = os.environ.get("IMAGEBART_COMFYUI_DIR")
 HERE = Path(__file__).resolve().parent

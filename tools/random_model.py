@@ -1,6 +1,6 @@
-"""Write a small random-weight ImageBART model file (for example workflows and tests, until real weights).
+"""Write a small random-weight ImageBART model file (for example workflows and tests; its samples are structured noise).
 
-    python -m imagebart_core.random_model --out imagebart-random-uncond.safetensors --conditioning none
+    python -m tools.random_model --out imagebart-random-uncond.safetensors --conditioning none
 
 The model is :func:`~imagebart_core.config.tiny_config` with a VQGAN of factor 4: a ``--grid 16 16`` gives
 64x64 px images. Its samples are structured noise, not pictures: it exists to exercise the machinery.
@@ -14,8 +14,8 @@ import argparse
 import sys
 from pathlib import Path
 
-from .checkpoint import save_model
-from .config import ModelConfig, tiny_config
+from imagebart_core.checkpoint import save_model
+from imagebart_core.config import ModelConfig, tiny_config
 
 
 def random_config(conditioning: str = "none", grid: tuple[int, int] = (16, 16), n_scales: int = 3,
@@ -34,7 +34,7 @@ def random_config(conditioning: str = "none", grid: tuple[int, int] = (16, 16), 
 def write_random_model(out: str | Path, conditioning: str = "none", grid: tuple[int, int] = (16, 16),
                        n_scales: int = 3, seed: int = 0, overwrite: bool = False) -> Path:
     """Build a random model and save it to ``out`` (atomic; refuses to overwrite unless asked)."""
-    from . import build_model
+    from imagebart_core import build_model
 
     model = build_model(random_config(conditioning, grid, n_scales), seed=seed)
     return save_model(model, out, overwrite=overwrite)

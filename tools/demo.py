@@ -1,4 +1,4 @@
-"""``python -m imagebart_core.demo``: what ImageBART does, as PNGs, in seconds on a CPU.
+"""``python -m tools.demo``: what ImageBART does, as PNGs, in seconds on a CPU.
 
 With the bundled demo models (``models/`` beside this package, trained by ``python -m training.demo_recipe``
 on procedural coloured shapes) it writes into ``--out``:
@@ -22,10 +22,10 @@ from pathlib import Path
 
 import torch
 
-from .checkpoint import load_model
-from .config import tiny_config
-from .model import ImageBART, upper_half_mask
-from .windows import ConditionBlend
+from imagebart_core.checkpoint import load_model
+from imagebart_core.conditioning import ConditionBlend
+from imagebart_core.config import tiny_config
+from imagebart_core.model import ImageBART, upper_half_mask
 
 log = logging.getLogger("imagebart.demo")
 

@@ -1,4 +1,4 @@
-"""Speed and memory benchmark of the sampling chain: ``python -m imagebart_core.bench``.
+"""Speed and memory benchmark of the sampling chain: ``python -m tools.bench``.
 
 Times the whole chain (every scale, then the VQGAN decode) and each scale's parts: the encoder
 (``prepare``: encoder pass, cross-attention keys/values, cache allocation), the token loop and the
@@ -17,7 +17,7 @@ figures are labelled ``extrapolated`` in the table and in the JSON.
 
 Example::
 
-    python -m imagebart_core.bench --model ffhq_4_scales_geometric --batch 1 8 --json ffhq.json
+    python -m tools.bench --model ffhq_4_scales_geometric --batch 1 8 --json ffhq.json
 """
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ from pathlib import Path
 
 import torch
 
-from .model import ImageBART
+from imagebart_core.model import ImageBART
 
 log = logging.getLogger(__name__)
 
@@ -148,10 +148,10 @@ def current_bytes(device: torch.device) -> int | None:
 # -- models ------------------------------------------------------------------------------------------
 def build(model: str, device: torch.device, dtype: torch.dtype, seed: int = 0) -> ImageBART:
     """A released architecture by name (random weights), ``tiny``, or a native model file."""
-    from .checkpoint import load_model
-    from .config import tiny_config
-    from .original.presets import ORIGINAL_MODELS, original_config
-    from .random_init import random_model
+    from imagebart_core.checkpoint import load_model
+    from imagebart_core.config import tiny_config
+    from imagebart_core.original.presets import ORIGINAL_MODELS, original_config
+    from imagebart_core.random_init import random_model
 
     if model in ORIGINAL_MODELS:
         return random_model(original_config(model), device, dtype, seed)
@@ -164,7 +164,7 @@ def build(model: str, device: torch.device, dtype: torch.dtype, seed: int = 0) -
 
 def step_weight_bytes(net: torch.nn.Module) -> int:
     """Bytes of weights one token step reads (embedding tables excluded: one row each)."""
-    from .transformer import DecoderOnlyScale
+    from imagebart_core.transformer import DecoderOnlyScale
 
     if isinstance(net, DecoderOnlyScale):
         mods = [net.blocks, net.norm, net.head]
@@ -215,7 +215,7 @@ def _timed_prepare(net, device, marks: dict):
 def time_scales(model: ImageBART, batch: int, scales: Sequence[int], cond, seed: int,
                 tokens: int | None) -> list[ScaleTiming]:
     """Run each scale alone (from random codes of its input level); time its encoder and token loop."""
-    from .codes import Codes
+    from imagebart_core.codes import Codes
 
     device = model.device
     n = model.config.grid[0] * model.config.grid[1]
@@ -283,7 +283,7 @@ def time_chain(model: ImageBART, batch: int, cond, seed: int) -> tuple[float, fl
 def time_decode(model: ImageBART, batch: int, seed: int) -> float:
     device = model.device
     codes = model.random_codes(batch, seed=seed)
-    from .codes import Codes
+    from imagebart_core.codes import Codes
 
     codes = Codes(codes.tokens, 1, codes.codebook_id, codes.vocab_size)
     _sync(device)
@@ -301,7 +301,7 @@ def time_recompute_baseline(model: ImageBART, scale: int, batch: int, cond, poin
     from 1 to N (after one warm-up pass) and sums the linearly interpolated cost over all N steps.
     The top, decoder-only scale cached keys/values in the original too, so it has no baseline here.
     """
-    from .transformer import SOS_TOKEN
+    from imagebart_core.transformer import SOS_TOKEN
 
     net = model.scales[scale - 1]
     device = model.device
@@ -464,9 +464,9 @@ def format_table(results: Sequence[Result]) -> str:
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
-    from .original.presets import ORIGINAL_MODELS
+    from imagebart_core.original.presets import ORIGINAL_MODELS
 
-    p = argparse.ArgumentParser(prog="python -m imagebart_core.bench", description=__doc__.split("\n\n")[0],
+    p = argparse.ArgumentParser(prog="python -m tools.bench", description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter,
                                 epilog="models by name: tiny, " + ", ".join(ORIGINAL_MODELS))
     p.add_argument("--model", default="ffhq_4_scales_geometric", help="a released architecture name (random "
@@ -523,7 +523,7 @@ def main(argv: Sequence[str] | None = None) -> list[Result]:
             if device.type == "cuda":
                 torch.cuda.empty_cache()
     if args.json:
-        payload = {"command": " ".join(["python -m imagebart_core.bench", *(argv or sys.argv[1:])]),
+        payload = {"command": " ".join(["python -m tools.bench", *(argv or sys.argv[1:])]),
                    "date": time.strftime("%Y-%m-%d %H:%M:%S"), "torch": torch.__version__,
                    "results": [asdict(r) for r in results]}
         Path(args.json).write_text(json.dumps(payload, indent=2))

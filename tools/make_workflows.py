@@ -1,10 +1,10 @@
 """Write the example workflows in ``workflows/`` (ComfyUI UI format, flat graphs, drag-and-drop loadable).
 
 Widget values and slots come from the node definitions (the pack's node classes, read through the
-test stub of ``comfy_api``, and ComfyUI v0.8.0's core nodes in tests/data/comfy_core_nodes.json),
+stub of ``comfy_api`` in tools/comfy_stub.py, and ComfyUI v0.8.0's core nodes in tools/data/comfy_core_nodes.json),
 so the files always match the nodes. Re-run after changing a node's inputs:
 
-    python3 scripts/make_workflows.py
+    python3 -m tools.make_workflows
 
 Model files: the two small demo models bundled in the pack's ``models/`` folder (trained on procedural
 coloured shapes, 32x32 px; listed by Load ImageBART without copying). The unconditional workflows use the
@@ -19,9 +19,9 @@ import uuid
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
+sys.path[:0] = [str(ROOT)]
 
-from workflow_tools import (  # noqa: E402
+from tools.workflow_tools import (  # noqa: E402
     NODE_WIDTH,
     TITLE_HEIGHT,
     body_height,

@@ -130,7 +130,7 @@ class PreviewImage:
         return {"images": [], "animated": (False,)}
 
 
-def _build_modules() -> dict[str, types.ModuleType]:
+def build_modules() -> dict[str, types.ModuleType]:
     io = types.ModuleType("comfy_api.latest.io")
     for name, io_type, widget in [
         ("Int", "INT", True), ("Float", "FLOAT", True), ("String", "STRING", True), ("Boolean", "BOOLEAN", True),
@@ -158,7 +158,7 @@ def stubbed_comfy_api():
     saved = {k: v for k, v in sys.modules.items() if k == "nodes" or k.startswith("nodes.")}
     for k in saved:
         del sys.modules[k]
-    stubs = {**_build_modules(), "comfy": None, "folder_paths": None, "server": None}
+    stubs = {**build_modules(), "comfy": None, "folder_paths": None, "server": None}
     before = {k: sys.modules[k] for k in stubs if k in sys.modules}
     sys.modules.update(stubs)
     try:

@@ -1,7 +1,7 @@
 """UI-format workflows: node definitions, widget order, structural checks and conversion to the API format.
 
 Node definitions are ComfyUI's ``/object_info`` dicts: for the pack's nodes they come from the node
-classes (via tests/comfy_stub.py, or a live server), for core nodes from tests/data/comfy_core_nodes.json
+classes (via tools/comfy_stub.py, or a live server), for core nodes from tools/data/comfy_core_nodes.json
 (captured from ComfyUI v0.8.0) or a live server. Conversion follows the frontend's graphToPrompt:
 ``widgets_values`` holds one value per widget input in ``input_order`` (required, then optional), plus the
 frontend-only extras (a control value after ``seed``/``control_after_generate`` inputs, an upload value
@@ -21,12 +21,12 @@ CONTROL_VALUES = {"fixed", "increment", "decrement", "randomize"}
 
 
 def core_definitions() -> dict:
-    return json.loads((ROOT / "tests" / "data" / "comfy_core_nodes.json").read_text(encoding="utf-8"))["nodes"]
+    return json.loads((Path(__file__).resolve().parent / "data" / "comfy_core_nodes.json").read_text(encoding="utf-8"))["nodes"]
 
 
 def pack_definitions() -> dict:
     """/object_info-style definitions of the pack's nodes, without ComfyUI (stub comfy_api)."""
-    from comfy_stub import load_nodes, node_info, stubbed_comfy_api
+    from tools.comfy_stub import load_nodes, node_info, stubbed_comfy_api
 
     with stubbed_comfy_api():
         return {info["name"]: info for info in (node_info(n) for n in load_nodes().NODES)}

@@ -1,8 +1,9 @@
-"""Turning logits into tokens, and running one transition of the reverse chain.
+"""Turning logits into tokens: the one token step of every transition (:class:`TokenStep`).
 
-A transition runs a scale's network autoregressively over ``N`` tokens (raster order). At every
-token step the logits (float32) go through: classifier-free guidance (optional), forcing of known
-tokens (masked refinement), temperature, top-k, top-p, softmax, and one draw.
+At every token step the logits (float32) go through: the blend of several conditions (optional),
+classifier-free guidance (optional), forcing of known tokens (masked refinement), temperature, top-k,
+top-p, softmax, one draw, and the known token written over the draw. :class:`TokenStep` is the only
+place that does this; :mod:`.transition` runs it once per token.
 
 Draws come from a :class:`TokenSampler`:
 
@@ -20,7 +21,7 @@ from dataclasses import dataclass
 
 import torch
 
-from . import rng, validate
+from .. import rng, validate
 
 #: The smallest temperature accepted up front: logits up to 1e8 divided by it stay below float32's maximum
 #: (3.4e38). Smaller ones turn ordinary logits into inf (the draw-time check below catches the rest).
@@ -180,61 +181,45 @@ class Known:
     mask: torch.Tensor
 
 
-def run_transition(
-    net: torch.nn.Module,
-    x_in: torch.Tensor,
-    scale: int,
-    *,
-    cond_tokens: torch.Tensor | None,
-    token_filter: TokenFilter,
-    sampler: TokenSampler,
-    null_tokens: torch.Tensor | None = None,
-    guidance: float = 1.0,
-    known: Known | None = None,
-    on_token: Callable[[int, torch.Tensor], None] | None = None,
-    sampler_key: object = None,
-) -> torch.Tensor:
-    """Sample ``x_scale`` from ``x_{scale+1}`` with one scale's network.
+class TokenStep:
+    """The token step of one transition: condition blend, guidance, known tokens, filtering, the draw.
 
-    x_in: int64 [B, N] codes of the input level (ignored by a decoder-only scale).
-    cond_tokens / null_tokens: int64 [B, P] condition and unconditional tokens (guidance when
-    ``guidance != 1`` and ``null_tokens`` is given). Returns int64 [B, N].
-    ``on_token(n, out)`` is called after each token (progress, cancel). ``sampler_key`` names the
-    transition's random stream (default ``("scale", scale)``; refinement passes use their own).
+    ``n_sets`` condition sets are blended (product of experts, weights given per call); with ``guided`` one
+    more row group holds the unconditional logits. Known tokens are forced twice on purpose: the logits
+    become one-hot at the known id (so the probabilities a sampler sees, and its stream, stay those of a
+    consistent chain), and the drawn token is then overwritten with the known one (so no sampler, whatever
+    it does with the probabilities, can change a known token).
     """
-    b, n_tokens = x_in.shape
-    guided = guidance != 1.0 and null_tokens is not None
-    if guided:
-        state = net.prepare(torch.cat([x_in, x_in]), scale, torch.cat([cond_tokens, null_tokens]), n_tokens)
-    else:
-        state = net.prepare(x_in, scale, cond_tokens, n_tokens)
-    sampler.begin(b, n_tokens, ("scale", scale) if sampler_key is None else sampler_key)
-    out = torch.empty(b, n_tokens, dtype=torch.long, device=x_in.device)
-    if known is not None:
-        known_tokens = known.tokens.to(x_in.device)
-        known_mask = known.mask.to(x_in.device)
-        vocab = net.cfg.vocab_size
-        forced = torch.full((b, vocab), float("-inf"), device=x_in.device)
-        any_known = known_mask.any(0).tolist()  # per position; one device sync per transition, not per token
-    check = ProbabilityCheck(scale, token_filter, guidance, x_in.device)
-    prev = None
-    for n in range(n_tokens):
-        raw = logits = net.step(state, n, prev, scale).float()  # [B or 2B, K]
-        if guided:
-            cond_logits, uncond_logits = logits[:b], logits[b:]
-            logits = uncond_logits + guidance * (cond_logits - uncond_logits)
+
+    def __init__(self, *, scale: int, vocab_size: int, n_sets: int, guided: bool, guidance: float,
+                 token_filter: TokenFilter, sampler: TokenSampler, batch: int, device: torch.device):
+        self.n_sets, self.guided, self.guidance = n_sets, guided, guidance
+        self.token_filter, self.sampler = token_filter, sampler
+        self.check = ProbabilityCheck(scale, token_filter, guidance, device)
+        self._forced = torch.full((batch, vocab_size), float("-inf"), device=device)  # [B, K]
+
+    def __call__(self, logits: torch.Tensor, n: int, mix: torch.Tensor | None = None,
+                 known: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
+        """logits float32 [rows, B, K] (the condition sets, then the unconditional rows when guided);
+        mix: float32 [n_sets] blend weights (only with several sets); known: (tokens int64 [B], mask bool [B])
+        at this position, or None when no item knows it. Returns the drawn tokens int64 [B] (draw ``n``)."""
+        if self.n_sets == 1:
+            combined = logits[0]  # [B, K]
+        else:
+            combined = (mix[:, None, None] * logits[: self.n_sets]).sum(0)  # [B, K]
+        if self.guided:
+            combined = logits[-1] + self.guidance * (combined - logits[-1])
         if known is not None:
-            if any_known[n]:
-                one = forced.scatter(1, known_tokens[:, n : n + 1], 0.0)  # 0 at the known id, -inf elsewhere
-                logits = torch.where(known_mask[:, n, None], one, logits)
-        probs = torch.softmax(token_filter(logits), dim=-1)
-        check(n, raw, logits, probs)
-        token = sampler.draw(probs, n)  # [B]
+            tokens, mask = known
+            one = self._forced.scatter(1, tokens[:, None], 0.0)  # 0 at the known id, -inf elsewhere
+            combined = torch.where(mask[:, None], one, combined)
+        probs = torch.softmax(self.token_filter(combined), dim=-1)
+        self.check(n, logits, combined, probs)
+        token = self.sampler.draw(probs, n)  # [B]
         if known is not None:
-            token = torch.where(known_mask[:, n], known_tokens[:, n], token)
-        out[:, n] = token
-        prev = torch.cat([token, token]) if guided else token
-        if on_token is not None:
-            on_token(n, out)
-    check.finish()
-    return out
+            token = torch.where(mask, tokens, token)
+        return token
+
+    def finish(self) -> None:
+        """Raise for non-finite probabilities found on an accelerator (checked once per transition)."""
+        self.check.finish()
