@@ -163,3 +163,20 @@ def test_group_sample_share_runs_a_real_class_model():
     a = group_sample_share(model, clf, per_group=2, guidance=2.0, seed=5)
     b = group_sample_share(model, clf, per_group=2, guidance=2.0, seed=5)
     assert a == b and set(a["per_group"]) == {"r", "g", "b"} and 0.0 <= a["share"] <= 1.0
+
+
+def test_compare_models_tells_equal_files_from_changed_ones(tmp_path):
+    from safetensors.torch import save_file
+
+    from training.compare_models import compare_files, main
+
+    a, b, c = tmp_path / "a.safetensors", tmp_path / "b.safetensors", tmp_path / "c.safetensors"
+    w = {"x": torch.arange(6, dtype=torch.float16).view(2, 3), "y": torch.ones(2)}
+    save_file(w, str(a), metadata={"config": "{}"})
+    save_file(dict(w), str(b), metadata={"config": "{}"})
+    save_file({**w, "x": w["x"] + 0.5}, str(c), metadata={"config": "{\"n\": 1}"})
+    same = compare_files(a, b)
+    assert same["same"] and same["bytes_equal"] and same["tensors"] == 2
+    changed = compare_files(a, c)
+    assert not changed["same"] and changed["different"] == {"x": 0.5} and not changed["metadata_equal"]
+    assert main([str(a), str(b)]) == 0 and main([str(a), str(c)]) == 1

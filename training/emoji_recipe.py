@@ -60,13 +60,13 @@ class EmojiRecipeSettings:
     vq_embed_dim: int = 64
     vq_n_embed: int = 1024
     vq_restart_every: int = 100
-    vq_steps: int = 3000
+    vq_steps: int = 2500
     vq_batch: int = 16
     vq_lr: float = 5e-4
     vq_warmup: int = 100
     vq_val_every: int = 1000
     vq_rec_loss: str = "l2"  # squared error: +1.1 dB held-out PSNR at step 400 (docs/training.md)
-    vq_threads: int = 2  # the VQGAN trains with the group classifier beside it (1 thread)
+    vq_threads: int = 1  # one thread per job (2 threads stalled when another job shared the 2 cores)
     # the group classifier (training.emoji_classifier), the yardstick of the samples
     clf_width: int = 32
     clf_steps: int = 1500
