@@ -60,7 +60,7 @@ class EmojiRecipeSettings:
     vq_embed_dim: int = 64
     vq_n_embed: int = 1024
     vq_restart_every: int = 100
-    vq_steps: int = 2500
+    vq_steps: int = 2000
     vq_batch: int = 16
     vq_lr: float = 5e-4
     vq_warmup: int = 100
@@ -81,7 +81,7 @@ class EmojiRecipeSettings:
     decoder_depth: int = 2
     top_depth: int = 4
     text_length: int = 24
-    scale_steps: int = 2500
+    scale_steps: int = 2000
     scale_batch: int = 24
     scale_lr: float = 1e-3
     warmup_steps: int = 100
