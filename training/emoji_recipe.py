@@ -42,6 +42,7 @@ log = logging.getLogger("training.emoji_recipe")
 CLASS_MODEL = "imagebart-emoji-class.safetensors"
 TEXT_MODEL = "imagebart-emoji-text.safetensors"
 CLASSIFIER = "group_classifier.safetensors"
+GUIDANCE_SWEEP = (1.0, 3.0)  # the group model's share is also measured at these guidances (besides eval_guidance)
 
 
 @dataclass
@@ -224,7 +225,7 @@ def evaluate(outputs: dict[str, Path], emoji_root: Path, classifier: Path, s: Em
     import imagebart_core as ib
 
     from .data import ImageFolder
-    from .emoji_classifier import load_classifier
+    from .emoji_classifier import accuracy, load_classifier
     from .emoji_eval import caption_retrieval, group_sample_share
     from .vqgan_metrics import evaluate_vqgan, reconstruction_errors
 
@@ -246,6 +247,11 @@ def evaluate(outputs: dict[str, Path], emoji_root: Path, classifier: Path, s: Em
                                 "colour_err": round(float(err["colour_err"].mean()), 2),
                                 "mae": round(float(err["mae"].mean()), 2), "K": model.config.vocab_size,
                                 "full_codebook": evaluate_vqgan(model.vqgan, ds), "heldout_images": len(ds)}
+            labels = torch.tensor(ds.labels)
+            on_recon = accuracy(clf, (recon + 1) / 2, labels)
+            results["classifier"]["heldout_through_vqgan"] = {
+                "accuracy": on_recon["accuracy"], "balanced_accuracy": on_recon["balanced_accuracy"],
+                "note": "the same held-out pictures after the VQGAN (encode, shrunk codebook, decode)"}
         x1 = codes.tokens.reshape(codes.batch_size, -1)
         if kind == "class":
             cond = model.class_condition([ds.labels[i] for i in range(len(ds))])
@@ -259,6 +265,8 @@ def evaluate(outputs: dict[str, Path], emoji_root: Path, classifier: Path, s: Em
         if kind == "class":
             results[kind]["samples_in_asked_group"] = group_sample_share(
                 model, clf, s.eval_per_group, s.eval_guidance, s.seed)
+            results[kind]["share_by_guidance"] = {str(g): group_sample_share(
+                model, clf, s.eval_per_group, g, s.seed)["share"] for g in GUIDANCE_SWEEP}
         else:
             results[kind]["samples_nearest_own_emoji"] = caption_retrieval(
                 model, clf, emoji_root, s.eval_captions, s.eval_distractors, s.eval_guidance, s.seed)
