@@ -30,8 +30,9 @@ def test_the_record_holds_the_recipe_defaults_and_the_metrics_file_its_figures()
     recorded = json.loads(record.read_text())
     assert recorded["settings"] == json.loads(json.dumps(dataclasses.asdict(EmojiRecipeSettings())))
     assert set(recorded["outputs"].values()) == set(NAMES)
-    assert set(recorded["step_seconds"]) == {"data", "vqgan+classifier", "shrink", "configs", "codes", "scales",
-                                             "assemble", "evaluate"}
+    # every training step timed ("data" is absent when the rendered data set was already in the work folder)
+    assert {"vqgan+classifier", "shrink", "configs", "codes", "scales", "assemble", "evaluate"} <= set(
+        recorded["step_seconds"])
     assert recorded["total_seconds"] >= sum(recorded["step_seconds"].values()) - 1
     m = json.loads(metrics.read_text())
     assert {"vqgan", "classifier", "class", "text", "goals"} <= set(m)
