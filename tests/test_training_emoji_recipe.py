@@ -24,8 +24,9 @@ def test_smoke_recipe_writes_two_loadable_models_and_its_record(tmp_path):
     record = json.loads((models / "emoji_recipe.json").read_text())
     expected = dataclasses.replace(EmojiRecipeSettings(), **SMOKE)
     assert record["settings"] == json.loads(json.dumps(dataclasses.asdict(expected)))
-    assert set(record["step_seconds"]) == {"data", "vqgan", "shrink", "configs", "codes", "scales", "assemble",
-                                           "evaluate"}
+    assert set(record["step_seconds"]) == {"data", "vqgan+classifier", "shrink", "configs", "codes", "scales",
+                                           "assemble", "evaluate"}
+    assert set(record["seconds_per_training_step"]) == {"vqgan+classifier", "scales"}
     assert record["data"]["emoji"]["heldout"] > 0 and record["data"]["sources"]["font_package"]
     metrics = json.loads((models / "emoji_metrics.json").read_text())
     assert metrics["vqgan"]["psnr_db"] > 0 and metrics["vqgan"]["full_codebook"]["codes_used"] >= 1
@@ -34,6 +35,22 @@ def test_smoke_recipe_writes_two_loadable_models_and_its_record(tmp_path):
     assert sorted(class_model.config.conditioning.class_names)[0] == "activities"
     for kind, model in (("class", class_model), ("text", text_model)):
         assert set(metrics[kind]["scales"]) == {"1", "2"}
+    assert 0 <= metrics["classifier"]["heldout"]["balanced_accuracy"] <= 1
+    share = metrics["class"]["samples_in_asked_group"]
+    assert set(share["per_group"]) == set(class_model.config.conditioning.class_names)
+    assert share["samples_per_group"] == SMOKE["eval_per_group"] and share["guidance"] == 2.0
+    retrieval = metrics["text"]["samples_nearest_own_emoji"]
+    assert retrieval["captions"] == SMOKE["eval_captions"] and retrieval["distractors"] == SMOKE["eval_distractors"]
+    # the evaluation alone, on the files already there, trains nothing and measures the same
+    models_before = {p.name: p.stat().st_mtime_ns for p in models.glob("*.safetensors")}
+    again = main(["--work", str(tmp_path / "work"), "--models", str(models), "--smoke", "--evaluate-only"])
+    assert set(again["step_seconds"]) == {"evaluate"}
+    assert {p.name: p.stat().st_mtime_ns for p in models.glob("*.safetensors")} == models_before
+    remeasured = json.loads((models / "emoji_metrics.json").read_text())
+    for m in (remeasured, metrics):
+        for kind in ("class", "text"):
+            m[kind].pop("sample_4_images_s")  # a wall time
+    assert remeasured == metrics
     cond = text_model.text_condition(["grinning face"])
     images = text_model.decode(text_model.sample(1, cond=cond, seed=0))
     assert tuple(images.shape) == (1, 3, 64, 64) and torch.isfinite(images).all()

@@ -176,6 +176,19 @@ def test_gan_term_waits_for_disc_start():
     assert "g" not in before and "g" in after and "lpips" not in before
 
 
+def test_squared_error_reconstruction_term():
+    """--rec-loss l2: the pixel term is the mean squared error (optimises PSNR); l1 stays the default."""
+    x = torch.zeros(1, 3, 4, 4)
+    rec = torch.full((1, 3, 4, 4), 0.5)
+    q = torch.tensor(0.0)
+    l1, s1 = VQGANLoss(None, disc_weight=0).generator_loss(x, rec, q, 0, None)
+    l2, s2 = VQGANLoss(None, disc_weight=0, rec_loss="l2").generator_loss(x, rec, q, 0, None)
+    assert float(l1) == pytest.approx(0.5) and float(l2) == pytest.approx(0.25)
+    assert s1["l1"] == s2["l1"] == pytest.approx(0.5) and s2["nll"] == pytest.approx(0.25)
+    with pytest.raises(ValueError, match="rec_loss"):
+        VQGANLoss(None, rec_loss="l3")
+
+
 def test_lpips_without_cached_vgg_weights_stops_with_a_clear_message(tmp_path, monkeypatch):
     monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path / "hub"))
     with pytest.raises(PerceptualWeightsMissing, match="--no-perceptual") as exc:

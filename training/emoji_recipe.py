@@ -5,15 +5,19 @@
 
 It renders the Noto Color Emoji data set (``training.make_emoji``: 64x64, the nine Unicode emoji groups as
 classes, CLDR names as captions, a fixed held-out split), trains the VQGAN on the training split with held-out
-PSNR / colour error / codebook usage in its log (L1 + codebook loss; no LPIPS, whose VGG weights cannot be
+PSNR / colour error / codebook usage in its log (squared error + codebook loss; no LPIPS, whose VGG weights cannot be
 downloaded offline, and no GAN, to keep it fast on a CPU), shrinks the codebook, and trains two chains on the
 same codes: one conditioned on the group (class), one on the caption (text), both with condition dropout so
 they also sample unconditionally and support guidance. Each chain is assembled into one model file
-(transformers in fp16) and evaluated on the held-out split: VQGAN PSNR, colour error and codebook usage, each
-scale's validation loss next to a uniform model, sampling time.
+(transformers in fp16) and evaluated (training.emoji_eval): VQGAN PSNR, colour error and codebook usage on the
+held-out split, each scale's validation loss next to a uniform model, the share of group-model samples that
+a group classifier trained by the recipe (training.emoji_classifier) assigns to the asked group, and how often
+a text-model sample for a held-in caption is nearer to its own emoji than to 9 random others.
 
-Status: a skeleton. The settings below are the measured VQGAN choice (docs/training.md, "Colour emoji") and
-a first guess for the chains; the bundled demo models are still the shapes models of training.demo_recipe.
+The sizes (8x8 codes, a factor-8 VQGAN with 16 base channels and a squared-error loss, two scales of width
+128) were chosen from measured step times and held-out A/B runs: docs/training.md, "The colour-emoji recipe".
+The bundled ``models/imagebart-emoji-*.safetensors`` are this command's output (``training.compare_models``
+compares a re-run's files with them). ``--evaluate-only`` re-measures existing files without training.
 
 Every step is resumable: a step whose output exists is skipped (``--force`` redoes all). Settings, seeds and
 the wall time of each step go to ``<models>/emoji_recipe.json``, the metrics to ``<models>/emoji_metrics.json``.
@@ -41,6 +45,8 @@ log = logging.getLogger("training.emoji_recipe")
 
 CLASS_MODEL = "imagebart-emoji-class.safetensors"
 TEXT_MODEL = "imagebart-emoji-text.safetensors"
+CLASSIFIER = "group_classifier.safetensors"
+GUIDANCE_SWEEP = (1.0, 3.0)  # the group model's share is also measured at these guidances (besides eval_guidance)
 
 
 @dataclass
@@ -59,32 +65,46 @@ class EmojiRecipeSettings:
     vq_embed_dim: int = 64
     vq_n_embed: int = 1024
     vq_restart_every: int = 100
-    vq_steps: int = 6000
+    vq_steps: int = 2000
     vq_batch: int = 16
     vq_lr: float = 5e-4
     vq_warmup: int = 100
     vq_val_every: int = 1000
+    vq_rec_loss: str = "l2"  # squared error: +1.1 dB held-out PSNR at step 400 (docs/training.md)
+    vq_threads: int = 1  # one thread per job (2 threads stalled when another job shared the 2 cores)
+    # the group classifier (training.emoji_classifier), the yardstick of the samples
+    clf_width: int = 32
+    clf_steps: int = 1500
+    clf_batch: int = 64
+    clf_lr: float = 2e-3
     # the chains
-    n_scales: int = 3
+    n_scales: int = 2
     dim: int = 128
     heads: int = 4
     dim_head: int = 32
     depth: int = 2
     decoder_depth: int = 2
-    top_depth: int = 3
+    top_depth: int = 4
     text_length: int = 24
-    scale_steps: int = 5000
+    scale_steps: int = 2000
     scale_batch: int = 24
     scale_lr: float = 1e-3
     warmup_steps: int = 100
     cond_dropout: float = 0.15
     ema_decay: float = 0.998
+    # evaluation (training.emoji_eval)
+    eval_guidance: float = 2.0  # the demo's guidance (imagebart_core.demo)
+    eval_per_group: int = 16
+    eval_captions: int = 100
+    eval_distractors: int = 9
+    eval_threads: int = 2
     seed: int = 0
 
 
 SMOKE = dict(variants=2, heldout_fraction=0.5, per_group=4, vq_n_embed=64, vq_steps=3, vq_batch=4, vq_warmup=1,
              vq_val_every=0, vq_restart_every=2, n_scales=2, dim=32, heads=2, dim_head=16, depth=1, decoder_depth=1,
-             top_depth=1, text_length=8, scale_steps=3, scale_batch=4, warmup_steps=1)
+             top_depth=1, text_length=8, scale_steps=3, scale_batch=4, warmup_steps=1, clf_width=8, clf_steps=3,
+             clf_batch=4, eval_per_group=1, eval_captions=4, eval_distractors=3)
 
 
 class EmojiRecipe(Recipe):
@@ -111,14 +131,23 @@ class EmojiRecipe(Recipe):
             "embed_dim": s.vq_embed_dim, "n_embed": s.vq_n_embed,
         }))
         vq = w / "vqgan" / "vqgan.safetensors"
+        clf = w / "classifier" / CLASSIFIER
+        jobs = []
         if not self._done(vq):
-            self._run("vqgan", [_python(
+            jobs.append(_python(
                 "training.train_vqgan", "--data", train, "--val-data", heldout, "--image-size", s.image_size,
-                "--vqgan-config", vq_cfg, "--no-perceptual", "--disc-weight", 0, "--max-steps", s.vq_steps,
-                "--batch-size", s.vq_batch, "--lr", s.vq_lr, "--warmup-steps", s.vq_warmup,
+                "--vqgan-config", vq_cfg, "--no-perceptual", "--disc-weight", 0, "--rec-loss", s.vq_rec_loss,
+                "--max-steps", s.vq_steps, "--batch-size", s.vq_batch, "--lr", s.vq_lr, "--warmup-steps", s.vq_warmup,
                 "--restart-dead-codes", s.vq_restart_every, "--val-every", s.vq_val_every, "--out", w / "vqgan",
-                "--seed", s.seed, "--no-progress", "--threads", 1, "--workers", 0, "--log-every", 50,
-                "--sample-every", 1000, "--ckpt-every", 500)])
+                "--seed", s.seed, "--no-progress", "--threads", s.vq_threads, "--workers", 0, "--log-every", 50,
+                "--sample-every", 1000, "--ckpt-every", 500))
+        if not self._done(clf):
+            jobs.append(_python(
+                "training.emoji_classifier", "--data", train, "--heldout", heldout, "--out", clf, "--image-size",
+                s.image_size, "--width", s.clf_width, "--steps", s.clf_steps, "--batch", s.clf_batch, "--lr",
+                s.clf_lr, "--seed", s.seed, "--threads", 1, "--overwrite"))
+        if jobs:
+            self._run("vqgan+classifier", jobs)
         shrink = w / "shrink.npy"
         if not self._done(shrink):
             self._run("shrink", [_python("training.shrink_codebook", "--vqgan", vq, "--data", train,
@@ -154,32 +183,64 @@ class EmojiRecipe(Recipe):
                     "--no-progress", "--log-every", 200, "--sample-every", 0, "--ckpt-every", 500))
         if jobs:
             self._run("scales", jobs)
-        outputs = {"class": self.models / CLASS_MODEL, "text": self.models / TEXT_MODEL}
+        outputs = self.outputs()
         self._run("assemble", [_python(
             "training.assemble", "--config", configs[kind], "--scales",
             *[w / kind / f"scale{i}" for i in range(1, s.n_scales + 1)], "--out", outputs[kind],
             "--store-dtype", "fp16", "--overwrite") for kind in configs])
-        t0 = time.perf_counter()
-        metrics = evaluate(outputs, heldout, s.image_size, s.seed)
-        self.times["evaluate"] = round(time.perf_counter() - t0, 1)
-        return {"settings": dataclasses.asdict(s), "step_seconds": self.times, "metrics": metrics,
-                "data": {k: summary[k] for k in ("emoji", "images", "groups", "sources")},
+        metrics = self.evaluate()
+        return {"settings": dataclasses.asdict(s), "step_seconds": self.times,
+                "seconds_per_training_step": {
+                    "vqgan+classifier": round(self.times.get("vqgan+classifier", 0.0) / s.vq_steps, 3),
+                    "scales": round(self.times.get("scales", 0.0) * self.parallel / (2 * s.n_scales * s.scale_steps),
+                                    3)},
+                "metrics": metrics, "data": {k: summary[k] for k in ("emoji", "images", "groups", "sources")},
                 "outputs": {k: v.name for k, v in outputs.items()}}
+
+    def outputs(self) -> dict[str, Path]:
+        return {"class": self.models / CLASS_MODEL, "text": self.models / TEXT_MODEL}
+
+    def evaluate(self) -> dict:
+        """The metrics of the model files in ``models`` (timed as the step ``evaluate``); needs the work
+        folder's data and classifier, nothing else (``--evaluate-only``)."""
+        s, w = self.s, self.work
+        needed = [*self.outputs().values(), w / "classifier" / CLASSIFIER, w / "emoji" / "emoji.jsonl"]
+        missing = [str(p) for p in needed if not p.is_file()]
+        if missing:
+            raise SystemExit(f"cannot evaluate: missing {', '.join(missing)} (run the recipe first, with the same "
+                             "--work and --models)")
+        t0 = time.perf_counter()
+        threads = torch.get_num_threads()
+        torch.set_num_threads(s.eval_threads)
+        try:
+            metrics = evaluate(self.outputs(), w / "emoji", w / "classifier" / CLASSIFIER, s)
+        finally:
+            torch.set_num_threads(threads)
+        self.times["evaluate"] = round(time.perf_counter() - t0, 1)
+        return metrics
 
 
 @torch.no_grad()
-def evaluate(outputs: dict[str, Path], heldout: Path, image_size: int, seed: int = 0) -> dict:
+def evaluate(outputs: dict[str, Path], emoji_root: Path, classifier: Path, s: EmojiRecipeSettings) -> dict:
     """On the held-out split: the VQGAN's reconstruction through the model's shrunk codebook (PSNR, colour
-    error) and its full-codebook usage, then per model each scale's validation loss next to a uniform model and
-    the time to sample 4 images."""
+    error) and its full-codebook usage; the group classifier's own held-out accuracy; per model each scale's
+    validation loss next to a uniform model and the time to sample 4 images; the group model's samples assigned
+    to the asked group and the text model's caption retrieval (training.emoji_eval), at ``s.eval_guidance``."""
     import imagebart_core as ib
 
     from .data import ImageFolder
+    from .emoji_classifier import accuracy, load_classifier
+    from .emoji_eval import caption_retrieval, group_sample_share
     from .vqgan_metrics import evaluate_vqgan, reconstruction_errors
 
-    ds = ImageFolder(heldout, image_size)
+    ds = ImageFolder(emoji_root / "heldout", s.image_size)
     images = torch.stack([ds[i]["image"] for i in range(len(ds))])  # [N, 3, H, W] in [-1, 1]
-    results: dict = {}
+    clf, clf_info = load_classifier(classifier)
+    results: dict = {"goals": {"vqgan_psnr_db": ">= 25", "class_samples_in_asked_group": ">= 0.70",
+                               "text_samples_nearest_own_emoji": ">= 0.70"},
+                     "classifier": {"heldout": clf_info["heldout"], "settings": clf_info["settings"],
+                                    "note": "trained by the recipe on the training split with group-balanced "
+                                    "batches; accuracy on the held-out emoji (canonical pictures)"}}
     for kind, path in outputs.items():
         model = ib.load_model(path)
         codes = model.encode((images + 1) / 2)
@@ -190,16 +251,29 @@ def evaluate(outputs: dict[str, Path], heldout: Path, image_size: int, seed: int
                                 "colour_err": round(float(err["colour_err"].mean()), 2),
                                 "mae": round(float(err["mae"].mean()), 2), "K": model.config.vocab_size,
                                 "full_codebook": evaluate_vqgan(model.vqgan, ds), "heldout_images": len(ds)}
+            labels = torch.tensor(ds.labels)
+            on_recon = accuracy(clf, (recon + 1) / 2, labels)
+            results["classifier"]["heldout_through_vqgan"] = {
+                "accuracy": on_recon["accuracy"], "balanced_accuracy": on_recon["balanced_accuracy"],
+                "note": "the same held-out pictures after the VQGAN (encode, shrunk codebook, decode)"}
         x1 = codes.tokens.reshape(codes.batch_size, -1)
         if kind == "class":
             cond = model.class_condition([ds.labels[i] for i in range(len(ds))])
         else:
             cond = model.text_condition([ds.caption(i) for i in range(len(ds))])
         t0 = time.perf_counter()
-        model.sample(4, cond=cond.select([0, 1, 2, 3]), seed=seed)
-        results[kind] = {"scales": scale_validation_losses(model, x1, cond, seed),
+        model.sample(4, cond=cond.select([0, 1, 2, 3]), seed=s.seed, guidance=s.eval_guidance)
+        results[kind] = {"scales": scale_validation_losses(model, x1, cond, s.seed),
                          "sample_4_images_s": round(time.perf_counter() - t0, 2),
                          "file_mb": round(path.stat().st_size / 2**20, 2)}
+        if kind == "class":
+            results[kind]["samples_in_asked_group"] = group_sample_share(
+                model, clf, s.eval_per_group, s.eval_guidance, s.seed)
+            results[kind]["share_by_guidance"] = {str(g): group_sample_share(
+                model, clf, s.eval_per_group, g, s.seed)["share"] for g in GUIDANCE_SWEEP}
+        else:
+            results[kind]["samples_nearest_own_emoji"] = caption_retrieval(
+                model, clf, emoji_root, s.eval_captions, s.eval_distractors, s.eval_guidance, s.seed)
     return results
 
 
@@ -211,17 +285,27 @@ def main(argv=None) -> dict:
     p.add_argument("--parallel", type=int, default=2, help="scale trainings run at once (default 2)")
     p.add_argument("--force", action="store_true", help="redo every step")
     p.add_argument("--smoke", action="store_true", help="toy sizes and a few steps per stage (checks the recipe)")
+    p.add_argument("--evaluate-only", action="store_true",
+                   help="only re-measure the model files in --models (needs the data and classifier in --work; "
+                   "rewrites emoji_metrics.json, trains nothing)")
     a = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     settings = EmojiRecipeSettings()
     if a.smoke:
         settings = dataclasses.replace(settings, **SMOKE)
-    t0 = time.perf_counter()
-    report = EmojiRecipe(Path(a.work), Path(a.models), settings, a.force, a.parallel).run()
-    report["total_seconds"] = round(time.perf_counter() - t0, 1)
     models = Path(a.models)
+    recipe = EmojiRecipe(Path(a.work), models, settings, a.force, a.parallel)
+    if a.evaluate_only:
+        metrics = recipe.evaluate()
+        atomic_write_text(models / "emoji_metrics.json", json.dumps(metrics, indent=2) + "\n")
+        print(json.dumps(metrics, indent=2))  # noqa: T201 (CLI summary)
+        return {"metrics": metrics, "step_seconds": recipe.times}
+    t0 = time.perf_counter()
+    report = recipe.run()
+    report["total_seconds"] = round(time.perf_counter() - t0, 1)
     atomic_write_text(models / "emoji_recipe.json", json.dumps(
-        {k: report[k] for k in ("settings", "step_seconds", "total_seconds", "outputs", "data")}, indent=2) + "\n")
+        {k: report[k] for k in ("settings", "step_seconds", "seconds_per_training_step", "total_seconds", "outputs",
+                                "data")}, indent=2) + "\n")
     atomic_write_text(models / "emoji_metrics.json", json.dumps(report["metrics"], indent=2) + "\n")
     print(json.dumps(report, indent=2))  # noqa: T201 (CLI summary)
     return report

@@ -77,6 +77,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--disc-weight", type=float, default=0.8, help="scale of the adaptive GAN weight (0 = no GAN)")
     g.add_argument("--disc-lr-mult", type=float, default=1.0, help="discriminator lr = lr x this")
     g.add_argument("--codebook-weight", type=float, default=1.0)
+    g.add_argument("--rec-loss", default="l1", choices=["l1", "l2"],
+                   help="pixel reconstruction term: l1 (taming's, default) or l2 (squared error: optimises PSNR)")
     g.add_argument("--disc-layers", type=int, default=3)
     g.add_argument("--sample-count", type=int, default=8)
     g = p.add_argument_group("codebook")
@@ -146,7 +148,7 @@ def _train(args, env, cfg: VQGANConfig, ds: ImageFolder, perceptual, val: ImageF
             raise SystemExit(f"--image-size {args.image_size} is too small for a {args.disc_layers}-layer patch "
                              "discriminator; lower --disc-layers (or --disc-weight 0 for no GAN)") from None
     loss_fn = VQGANLoss(perceptual.to(env.device) if perceptual is not None else None, args.perceptual_weight,
-                        args.disc_start, args.disc_weight, args.codebook_weight, disc)
+                        args.disc_start, args.disc_weight, args.codebook_weight, disc, args.rec_loss)
     precision = optim.resolve_precision(args.precision, env.device)
     betas = (args.beta1, args.beta2)
     opt_g = torch.optim.AdamW(model.parameters(), lr=args.lr, betas=betas, weight_decay=args.weight_decay)

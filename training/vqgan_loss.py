@@ -107,11 +107,17 @@ class VQGANLoss(nn.Module):
         perceptual: an LPIPS module (or None = no perceptual term); perceptual_weight its weight.
         disc_start: optimizer step from which the GAN terms are on (before: weight 0, discriminator idle).
         disc_weight: scale of the adaptive GAN weight; codebook_weight: weight of the VQ loss.
+        rec_loss: the pixel reconstruction term, ``l1`` (taming's |x - x_rec|) or ``l2`` ((x - x_rec)^2, which
+            optimises PSNR directly).
     """
 
     def __init__(self, perceptual: nn.Module | None, perceptual_weight: float = 1.0, disc_start: int = 10_000,
-                 disc_weight: float = 0.8, codebook_weight: float = 1.0, disc: PatchDiscriminator | None = None):
+                 disc_weight: float = 0.8, codebook_weight: float = 1.0, disc: PatchDiscriminator | None = None,
+                 rec_loss: str = "l1"):
         super().__init__()
+        if rec_loss not in ("l1", "l2"):
+            raise ValueError(f"rec_loss must be 'l1' or 'l2', got {rec_loss!r}")
+        self.rec_loss = rec_loss
         self.perceptual = perceptual
         self.perceptual_weight = perceptual_weight if perceptual is not None else 0.0
         self.disc_start, self.disc_weight, self.codebook_weight = disc_start, disc_weight, codebook_weight
@@ -125,8 +131,9 @@ class VQGANLoss(nn.Module):
                        ) -> tuple[torch.Tensor, dict[str, float]]:
         """x, x_rec float [B, 3, H, W] in [-1, 1]; q_loss scalar. -> (loss, stats)."""
         x, x_rec = x.float(), x_rec.float()
-        rec = (x - x_rec).abs()  # [B, 3, H, W]
-        stats = {"l1": float(rec.mean().detach())}
+        diff = x - x_rec  # [B, 3, H, W]
+        rec = diff.abs() if self.rec_loss == "l1" else diff.square()
+        stats = {"l1": float(diff.abs().mean().detach())}
         if self.perceptual is not None and self.perceptual_weight > 0:
             p = self.perceptual(x.contiguous(), x_rec.contiguous())  # [B, 1, 1, 1]
             rec = rec + self.perceptual_weight * p
