@@ -107,7 +107,9 @@ class Workflow:
         self.column_bottom[pos] = y + height
         return [x, y]
 
-    def node(self, type_: str, pos, title: str | None = None, **kw) -> dict:
+    def node(self, type_: str, pos, title: str | None = None, extra_height: int = 0, **kw) -> dict:
+        """``extra_height``: px added to the node's computed height (e.g. room for more lines of a multiline
+        widget)."""
         nid = len(self.nodes) + 1
         if type_ == "MarkdownNote":
             size = kw.get("size", NOTE_SIZE)
@@ -130,7 +132,7 @@ class Workflow:
         n = {"id": nid, "type": type_, "pos": None, "size": None, "flags": {}, "order": nid - 1, "mode": 0,
              "inputs": inputs, "outputs": outputs, "properties": {"Node name for S&R": type_},
              "widgets_values": values}
-        height = body_height(defn, n)
+        height = body_height(defn, n) + extra_height
         n["pos"], n["size"] = self._place(pos, height), [NODE_WIDTH, height]
         if title:
             n["title"] = title
@@ -187,7 +189,8 @@ def class_sampling(defs):
              "balls and sports things, objects, coloured signs for symbols, rectangular flags; not always a "
              "real emoji.", kind="class")
     m = wf.node("ImageBARTLoader", 0, model_name=MODELS["class"])
-    c = wf.node("ImageBARTClassCondition", 0, model=(m, 0), class_name="\n".join(GROUPS))
+    # tall enough to show the nine lines of the class box and the classes the node reports after a run
+    c = wf.node("ImageBARTClassCondition", 0, model=(m, 0), class_name="\n".join(GROUPS), extra_height=120)
     s = wf.node("ImageBARTSample", 1, model=(m, 0), condition=(c, 0), seed=SEEDS["class_sampling"],
                 guidance=GUIDANCE)
     d = wf.node("ImageBARTDecode", 2, model=(m, 0), codes=(s, 0))

@@ -118,6 +118,19 @@ def test_workflows_use_the_bundled_demo_models_with_conditions_they_know(defs, c
                 assert inputs["guidance"] > 1.0, f"{path.stem}: conditioned sampling without guidance"
 
 
+def test_step_by_step_chain_takes_every_transition_of_the_bundled_model(defs):
+    """One Reverse Chain Step per transition of the bundled class model: from noise to clean codes, no more (re-run
+    scripts/make_workflows.py after changing the number of scales)."""
+    from imagebart_core.checkpoint import read_config
+
+    path = ROOT / "models" / "imagebart-emoji-class.safetensors"
+    if not path.is_file():
+        pytest.skip(f"bundled emoji model {path} is not present (python -m training.emoji_recipe)")
+    api = to_api(load_workflow(WORKFLOWS / "step_by_step_chain.json"), defs)
+    steps = [v["inputs"]["steps"] for v in api.values() if v["class_type"] == "ImageBARTReverseStep"]
+    assert sum(steps) == read_config(path).n_scales, steps
+
+
 LAYOUT_PATHS = PATHS + sorted((WORKFLOWS / "released").glob("*.json"))
 
 
