@@ -42,6 +42,7 @@ SIZE = 64  # the emoji models' image size in pixels
 GROUPS = ("smileys-emotion", "people-body", "animals-nature", "food-drink", "travel-places", "activities",
           "objects", "symbols", "flags")
 GUIDANCE = 3.0  # classifier-free guidance of the conditioned workflows
+GROUP_GUIDANCE = 2.0  # the class-sampling workflow: the guidance the recipe measures the group share at
 SAMPLE_PROMPT = "grinning cat"
 UPPER_HALF_CLASS = "smileys-emotion"  # the upper-half completion's condition (the face is a smiley)
 UPPER_HALF_GUIDANCE = 2.0
@@ -184,15 +185,15 @@ def class_sampling(defs):
     wf = Workflow("class_sampling", defs)
     note(wf, "## Samples per emoji group\nOne sample for each of the nine Unicode emoji groups (Class Condition: "
              "one group per line = one batch item each, in this order: " + ", ".join(GROUPS) + f"). 'guidance' "
-             f"{GUIDANCE:g} (classifier-free) makes the group count more. Expect the group's typical look: yellow "
-             "faces for smileys, people for people-body, animals and plants, food, vehicles and buildings, "
+             f"{GROUP_GUIDANCE:g} (classifier-free; the value README's measurements use) makes the group count "
+             "more. Expect the group's typical look: yellow faces for smileys, people for people-body, animals and plants, food, vehicles and buildings, "
              "balls and sports things, objects, coloured signs for symbols, rectangular flags; not always a "
              "real emoji.", kind="class")
     m = wf.node("ImageBARTLoader", 0, model_name=MODELS["class"])
     # tall enough to show the nine lines of the class box and the classes the node reports after a run
     c = wf.node("ImageBARTClassCondition", 0, model=(m, 0), class_name="\n".join(GROUPS), extra_height=120)
     s = wf.node("ImageBARTSample", 1, model=(m, 0), condition=(c, 0), seed=SEEDS["class_sampling"],
-                guidance=GUIDANCE)
+                guidance=GROUP_GUIDANCE)
     d = wf.node("ImageBARTDecode", 2, model=(m, 0), codes=(s, 0))
     wf.node("SaveImage", 3, images=(d, 0), filename_prefix="imagebart/groups")
     return wf
