@@ -1,4 +1,4 @@
-"""The bundled colour-emoji models (models/imagebart-emoji-*.safetensors, python -m training.emoji_recipe): what the
+"""The bundled colour-emoji models (models/imagebart-emoji-*.safetensors, python -m training.emoji_recipe) do what the
 demo and the example workflows promise, on the real weights. Skipped when the files are not there."""
 
 from __future__ import annotations
