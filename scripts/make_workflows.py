@@ -42,7 +42,7 @@ SIZE = 64  # the emoji models' image size in pixels
 GROUPS = ("smileys-emotion", "people-body", "animals-nature", "food-drink", "travel-places", "activities",
           "objects", "symbols", "flags")
 GUIDANCE = 3.0  # classifier-free guidance of the conditioned workflows
-GROUP_GUIDANCE = 2.0  # the class-sampling workflow: the guidance the recipe measures the group share at
+GROUP_GUIDANCE = 2.0  # class / text sampling workflows: the guidance the recipe's metrics are measured at
 SAMPLE_PROMPT = "grinning cat"
 UPPER_HALF_CLASS = "smileys-emotion"  # the upper-half completion's condition (the face is a smiley)
 UPPER_HALF_GUIDANCE = 2.0
@@ -202,13 +202,13 @@ def class_sampling(defs):
 def text_sampling(defs):
     wf = Workflow("text_sampling", defs)
     note(wf, f"## Samples for a prompt\nFour samples of \"{SAMPLE_PROMPT}\" (batch item i uses seed + i), "
-             f"'guidance' {GUIDANCE:g}. The prompt is an emoji's name; other names work the same way (\"red "
+             f"'guidance' {GROUP_GUIDANCE:g}. The prompt is an emoji's name; other names work the same way (\"red "
              "heart\", \"rocket\", \"pizza\", \"dog face\"). Expect cat faces in the emoji style.",
          kind="text")
     m = wf.node("ImageBARTLoader", 0, model_name=MODELS["text"])
     c = wf.node("ImageBARTTextCondition", 0, model=(m, 0), prompt=SAMPLE_PROMPT, batch_size=4)
     s = wf.node("ImageBARTSample", 1, model=(m, 0), condition=(c, 0), seed=SEEDS["text_sampling"],
-                guidance=GUIDANCE)
+                guidance=GROUP_GUIDANCE)
     d = wf.node("ImageBARTDecode", 2, model=(m, 0), codes=(s, 0))
     wf.node("SaveImage", 3, images=(d, 0), filename_prefix="imagebart/prompt")
     return wf

@@ -122,9 +122,10 @@ def test_showcase_prompts_are_in_the_text_vocabulary(text_model, caplog):
     assert SHOWCASE.edit_class in groups and (SHOWCASE.upper_half_class is None or SHOWCASE.upper_half_class in groups)
 
 
-def test_demo_and_workflow_sample_groups_at_the_guidance_the_metrics_were_measured_at():
-    """README's share of samples of the asked group is measured at the recipe's eval_guidance; the demo's group
-    row and the class-sampling workflow use that same guidance (issue 15: "at the guidance the demo uses")."""
+def test_demo_and_workflows_sample_at_the_guidance_the_metrics_were_measured_at():
+    """README's share of samples of the asked group and the caption retrieval are measured at the recipe's
+    eval_guidance; the demo's group and prompt rows and the class / text sampling workflows use that same guidance
+    (issue 15: "at the guidance the demo uses")."""
     from workflow_tools import WORKFLOWS, core_definitions, load_workflow, pack_definitions, to_api
 
     record = BUNDLED_MODELS / "emoji_recipe.json"
@@ -133,7 +134,9 @@ def test_demo_and_workflow_sample_groups_at_the_guidance_the_metrics_were_measur
     settings = json.loads(record.read_text(encoding="utf-8"))["settings"]
     if "eval_guidance" not in settings:
         pytest.skip(f"{record} records no eval_guidance")
-    assert SHOWCASE.group_guidance == settings["eval_guidance"]
-    api = to_api(load_workflow(WORKFLOWS / "class_sampling.json"), {**core_definitions(), **pack_definitions()})
-    sample = next(v for v in api.values() if v["class_type"] == "ImageBARTSample")
-    assert sample["inputs"]["guidance"] == settings["eval_guidance"]
+    assert SHOWCASE.group_guidance == SHOWCASE.prompt_guidance == settings["eval_guidance"]
+    defs = {**core_definitions(), **pack_definitions()}
+    for name in ("class_sampling", "text_sampling"):
+        api = to_api(load_workflow(WORKFLOWS / f"{name}.json"), defs)
+        sample = next(v for v in api.values() if v["class_type"] == "ImageBARTSample")
+        assert sample["inputs"]["guidance"] == settings["eval_guidance"], name
