@@ -35,7 +35,7 @@ def text_model():
     return _load(TEXT_MODEL)
 
 
-def _palette_share(picture: torch.Tensor, region: torch.Tensor, palette: torch.Tensor, tol: float = 0.2) -> float:
+def _palette_share(picture: torch.Tensor, region: torch.Tensor, palette: torch.Tensor, tol: float = 0.25) -> float:
     """Share of ``region``'s pixels of ``picture`` [3, H, W] whose colour is within ``tol`` (RGB distance, 0..1
     scale) of some colour of ``palette`` [N, 3]."""
     pixels = picture.permute(1, 2, 0)[region]  # [M, 3]
