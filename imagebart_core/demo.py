@@ -65,7 +65,7 @@ class EmojiShowcase:
     upper_half_guidance: float = 2.0
     upper_half_seed: int = 11
     inpaint_seed: int = 3
-    edit_class: str = "animals-nature"
+    edit_class: str = "flags"  # the most distinctive group (wide striped rectangles); animals-nature was tried
     class_edit_guidance: float = 3.0
     class_edit_seed: int = 1
     edit_prompt: str = "grinning cat"

@@ -46,7 +46,7 @@ GROUP_GUIDANCE = 2.0  # class / text sampling workflows: the guidance the recipe
 SAMPLE_PROMPT = "grinning cat"
 UPPER_HALF_CLASS = "smileys-emotion"  # the upper-half completion's condition (the face is a smiley)
 UPPER_HALF_GUIDANCE = 2.0
-EDIT_CLASS = "animals-nature"
+EDIT_CLASS = "flags"  # the group whose look the model draws most distinctly (animals-nature was tried: no animal)
 EDIT_PROMPT = "grinning cat"
 PANORAMA_PROMPTS = ("sun", "cloud")
 VARIATION_LEVEL = 2
@@ -172,8 +172,9 @@ def unconditional(defs):
     wf = Workflow("unconditional_sampling", defs)
     note(wf, "## Unconditional sampling\nThe whole chain in one Sample node: noise -> clean codes -> image, four "
              "64x64 emoji-like pictures of any group (batch item i uses seed + i). The bar counts scales x tokens "
-             "and previews each finished level. Expect the emoji style (round outlined shapes on white) more often "
-             "than a recognisable emoji: without a condition nothing says what to draw.")
+             "and previews each finished level. Expect soft, blurry shapes in emoji colours on a light background "
+             "(yellow round blobs, striped rectangles, head-like shapes), not recognisable emoji: the bundled models "
+             "are small and were trained for 2000 steps on a CPU.")
     m = wf.node("ImageBARTLoader", 0, model_name=MODELS["uncond"])
     s = wf.node("ImageBARTSample", 1, model=(m, 0), batch_size=4, seed=SEEDS["unconditional"])
     d = wf.node("ImageBARTDecode", 2, model=(m, 0), codes=(s, 0))
@@ -186,9 +187,10 @@ def class_sampling(defs):
     note(wf, "## Samples per emoji group\nOne sample for each of the nine Unicode emoji groups (Class Condition: "
              "one group per line = one batch item each, in this order: " + ", ".join(GROUPS) + f"). 'guidance' "
              f"{GROUP_GUIDANCE:g} (classifier-free; the value README's measurements use) makes the group count "
-             "more. Expect the group's typical look: yellow faces for smileys, people for people-body, animals and plants, food, vehicles and buildings, "
-             "balls and sports things, objects, coloured signs for symbols, rectangular flags; not always a "
-             "real emoji.", kind="class")
+             "more. Expect a group's look rather than a particular emoji, and blurry: flags come out as wide "
+             "striped rectangles, smileys-emotion as yellow round shapes, people-body as head-like shapes (dark "
+             "hair, blue or purple below); the other groups are soft blotches in their typical colours.",
+         kind="class")
     m = wf.node("ImageBARTLoader", 0, model_name=MODELS["class"])
     # tall enough to show the nine lines of the class box and the classes the node reports after a run
     c = wf.node("ImageBARTClassCondition", 0, model=(m, 0), class_name="\n".join(GROUPS), extra_height=120)
@@ -251,8 +253,9 @@ def inpainting(defs):
              "Image node -> Open in MaskEditor; transparent = regenerate). The mask can be any size: it is "
              "stretched to the encoded image. 'composite' pastes the result into the original at its own size, "
              "keeping the original pixels outside the mask. The example paints over the left lens of the "
-             "'smiling face with sunglasses'; the model redraws that part of the face to fit the rest (no "
-             "condition). " + IMAGES_NOTE)
+             "'smiling face with sunglasses'; with no condition the model continues the face's yellow into the "
+             "painted area, with a dark or red patch where the lens was in some seeds; the redrawn part is "
+             "blurrier than the kept pixels around it (the VQGAN's reconstruction). " + IMAGES_NOTE)
     _, _, r = _edit(wf, "uncond", MASKED, seed=SEEDS["inpainting"])
     wf.node("SaveImage", 3, images=(r, 1), filename_prefix="imagebart/inpainting")
     return wf
@@ -263,7 +266,9 @@ def upper_half(defs):
     note(wf, "## Upper-half completion\nThe upper half of a face emoji ('grinning face with big eyes') is "
              "regenerated to fit its lower half, four times (batch item i uses seed + i), under the group "
              f"'{UPPER_HALF_CLASS}' (guidance {UPPER_HALF_GUIDANCE:g}). The mask is built with core mask nodes (1 = "
-             "regenerate); the lower half is kept exactly. " + IMAGES_NOTE, kind="class")
+             "regenerate); the lower half is kept exactly. Expect a yellow, rounded top that continues the face's "
+             "outline and colour, with blurry darker or red patches where the eyes were; no crisp eyes. "
+             + IMAGES_NOTE, kind="class")
     m = wf.node("ImageBARTLoader", 0, model_name=MODELS["class"])
     img = wf.node("LoadImage", 0, image=FACE)
     c = wf.node("ImageBARTClassCondition", 0, model=(m, 0), class_name=UPPER_HALF_CLASS)
@@ -283,8 +288,9 @@ def class_edit(defs):
     note(wf, "## Class-guided local editing\nThe painted area is regenerated under a class label (by name or "
              f"index; for the released ImageNet models e.g. 'tiger'). The example's left half of the grinning face "
              f"is transparent and is redrawn under the group '{EDIT_CLASS}', 'guidance' {GUIDANCE:g} "
-             "(classifier-free) making the group count more; the right half is kept. " + IMAGES_NOTE,
-         kind="class")
+             "(classifier-free) making the group count more; the right half is kept. Expect the left half to turn "
+             "into a flag-like striped rectangle (dark blue, red and light bands) against the kept half face. "
+             + IMAGES_NOTE, kind="class")
 
     def cond(wf, m):
         return wf.node("ImageBARTClassCondition", 1, model=(m, 0), class_name=EDIT_CLASS)
@@ -312,7 +318,9 @@ def variations(defs):
     wf = Workflow("variations", defs)
     note(wf, f"## Variations of an image\nEncode, noise the codes up to level {VARIATION_LEVEL} (Noise Codes: "
              "higher = more change, up to the top level = pure noise), then run the reverse chain back down. Four "
-             "variations of the grinning face (batch item i uses seed + i). " + IMAGES_NOTE)
+             "variations of the grinning face (batch item i uses seed + i). Level 2 is the middle of this model's "
+             "three levels (1 = clean, 3 = noise), so they change a lot: soft shapes in the face's yellow, some "
+             "keeping a round face-like outline with dark spots, others drifting to other blobs. " + IMAGES_NOTE)
     m = wf.node("ImageBARTLoader", 0, model_name=MODELS["uncond"])
     img = wf.node("LoadImage", 0, image=FACE)
     rep = wf.node("RepeatImageBatch", 1, image=(img, 0), amount=4)
