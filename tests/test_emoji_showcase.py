@@ -79,7 +79,7 @@ def test_upper_half_completion_keeps_the_lower_half_and_continues_the_face(class
         whites.append(_white_share(picture, regen))
     assert sorted(shares)[SEEDS // 2] > 0.8, f"the completed upper halves use other colours than the face: {shares}"
     # the face goes on: about as much drawn (non-white) area as the original's upper half, not an empty top
-    assert sorted(whites)[SEEDS // 2] < original_white + 0.25, f"upper halves mostly empty: {whites} vs " \
+    assert sorted(whites)[SEEDS // 2] < original_white + 0.15, f"upper halves mostly empty: {whites} vs " \
                                                              f"{original_white:.2f}"
 
 
@@ -92,8 +92,10 @@ def test_inpainting_keeps_the_context_and_fills_the_hole_from_it(class_model):
     palette = image[0].permute(1, 2, 0)[ring]
     shares = [_palette_share(picture, regen, palette) for picture in pictures]
     whites = [_white_share(picture, regen) for picture in pictures]
+    original_white = _white_share(image[0], regen)  # the regenerated tokens also cover some background
     assert sorted(shares)[SEEDS // 2] > 0.8, f"the hole is filled with colours from elsewhere: {shares}"
-    assert max(whites) < 0.2, f"the hole was left as background: {whites}"
+    assert sorted(whites)[SEEDS // 2] < original_white + 0.15, f"the hole was left as background: {whites} vs " \
+                                                               f"{original_white:.2f}"
 
 
 def test_a_random_model_fails_the_continuation_check():
