@@ -58,7 +58,8 @@ class EmojiShowcase:
 
     group_guidance: float = 2.0  # the guidance README's group-classifier share is measured at (eval_guidance)
     group_seed: int = 0
-    prompts: tuple[str, ...] = ("grinning cat", "red heart", "rocket", "pizza", "dog face", "sun")
+    # emoji names whose colours the text model follows most visibly (chosen from 20 candidates by looking)
+    prompts: tuple[str, ...] = ("grinning cat", "red apple", "blue heart", "cloud", "flag: Japan", "evergreen tree")
     prompt_guidance: float = 2.0  # the guidance README's caption-retrieval share is measured at (eval_guidance)
     prompt_seed: int = 100
     upper_half_class: str | None = "smileys-emotion"  # None: unconditional
@@ -68,12 +69,12 @@ class EmojiShowcase:
     edit_class: str = "flags"  # the most distinctive group (wide striped rectangles); animals-nature was tried
     class_edit_guidance: float = 3.0
     class_edit_seed: int = 1
-    edit_prompt: str = "grinning cat"
-    text_edit_guidance: float = 3.0
+    edit_prompt: str = "blue heart"  # "grinning cat" was tried: it kept the face yellow, no cat
+    text_edit_guidance: float = 5.0
     text_edit_seed: int = 9
     variation_level: int = 2
     variation_seed: int = 21
-    panorama_prompts: tuple[str, str] = ("sun", "cloud")
+    panorama_prompts: tuple[str, str] = ("red heart", "blue heart")
     panorama_guidance: float = 3.0
     panorama_seed: int = 17
 

@@ -43,12 +43,13 @@ GROUPS = ("smileys-emotion", "people-body", "animals-nature", "food-drink", "tra
           "objects", "symbols", "flags")
 GUIDANCE = 3.0  # classifier-free guidance of the conditioned workflows
 GROUP_GUIDANCE = 2.0  # class / text sampling workflows: the guidance the recipe's metrics are measured at
-SAMPLE_PROMPT = "grinning cat"
+SAMPLE_PROMPT = "red apple"
 UPPER_HALF_CLASS = "smileys-emotion"  # the upper-half completion's condition (the face is a smiley)
 UPPER_HALF_GUIDANCE = 2.0
 EDIT_CLASS = "flags"  # the group whose look the model draws most distinctly (animals-nature was tried: no animal)
-EDIT_PROMPT = "grinning cat"
-PANORAMA_PROMPTS = ("sun", "cloud")
+EDIT_PROMPT = "blue heart"  # "grinning cat" was tried: it kept the face yellow, no cat
+TEXT_EDIT_GUIDANCE = 5.0
+PANORAMA_PROMPTS = ("red heart", "blue heart")
 VARIATION_LEVEL = 2
 SEEDS = {"unconditional": 42, "class_sampling": 0, "text_sampling": 100, "step_by_step": 7, "inpainting": 3,
          "upper_half": 11, "class_edit": 1, "text_edit": 9, "variations": 21, "panorama": 17, "large_inpainting": 23}
@@ -204,9 +205,9 @@ def class_sampling(defs):
 def text_sampling(defs):
     wf = Workflow("text_sampling", defs)
     note(wf, f"## Samples for a prompt\nFour samples of \"{SAMPLE_PROMPT}\" (batch item i uses seed + i), "
-             f"'guidance' {GROUP_GUIDANCE:g}. The prompt is an emoji's name; other names work the same way (\"red "
-             "heart\", \"rocket\", \"pizza\", \"dog face\"). Expect cat faces in the emoji style.",
-         kind="text")
+             f"'guidance' {GROUP_GUIDANCE:g}. The prompt is an emoji's name; other names work the same way (\"blue "
+             "heart\", \"cloud\", \"flag: Japan\"). Expect soft red-orange roundish blobs: the model follows a "
+             "prompt's colours (and a flag's striped rectangle) far more than its exact shape.", kind="text")
     m = wf.node("ImageBARTLoader", 0, model_name=MODELS["text"])
     c = wf.node("ImageBARTTextCondition", 0, model=(m, 0), prompt=SAMPLE_PROMPT, batch_size=4)
     s = wf.node("ImageBARTSample", 1, model=(m, 0), condition=(c, 0), seed=SEEDS["text_sampling"],
@@ -304,12 +305,14 @@ def text_edit(defs):
     wf = Workflow("text_guided_local_edit", defs)
     note(wf, "## Text-guided local editing\nThe painted area is regenerated following a prompt. The example's "
              f"left half of the grinning face is transparent and is redrawn as \"{EDIT_PROMPT}\" (guidance "
-             f"{GUIDANCE:g}); the right half is kept. " + IMAGES_NOTE, kind="text")
+             f"{TEXT_EDIT_GUIDANCE:g}); the right half is kept. Expect the left half to turn blue, the prompt's "
+             "colour, in a blurry patch against the kept half face, not a heart shape: the model follows a prompt's "
+             "colours far more than its shapes. " + IMAGES_NOTE, kind="text")
 
     def cond(wf, m):
         return wf.node("ImageBARTTextCondition", 1, model=(m, 0), prompt=EDIT_PROMPT)
 
-    _, _, r = _edit(wf, "text", FACE_LEFT_MASKED, cond=cond, seed=SEEDS["text_edit"], guidance=GUIDANCE)
+    _, _, r = _edit(wf, "text", FACE_LEFT_MASKED, cond=cond, seed=SEEDS["text_edit"], guidance=TEXT_EDIT_GUIDANCE)
     wf.node("SaveImage", 3, images=(r, 1), filename_prefix="imagebart/text_edit")
     return wf
 
@@ -340,7 +343,8 @@ def wide_panorama(defs):
              "the 64 px emoji model; 768 for a 256 px model): every code is drawn looking at a trained-size window "
              "around it (sliding windows, moved by 'window_stride' codes, 0 = automatic). Condition Blend mixes "
              f"two prompts from left to right: \"{left_prompt}\" rules the left edge, \"{right_prompt}\" the "
-             "right edge.", kind="text")
+             "right edge. Expect a wide band of blurry blobs, red-orange on the left turning blue on the right.",
+         kind="text")
     m = wf.node("ImageBARTLoader", 0, model_name=MODELS["text"])
     left = wf.node("ImageBARTTextCondition", 1, title="Prompt on the left", model=(m, 0), prompt=left_prompt)
     right = wf.node("ImageBARTTextCondition", 1, title="Prompt on the right", model=(m, 0), prompt=right_prompt)
