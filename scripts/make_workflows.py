@@ -363,7 +363,8 @@ def large_inpainting(defs):
              f"at least the model's size) instead of being shrunk to the model's {SIZE}x{SIZE}. Masked Refine "
              "regenerates the painted area over the apple (LoadImage alpha; transparent = regenerate) with sliding "
              "windows; the decoded result is pasted into the original with the mask (ImageCompositeMasked), so "
-             "unmasked pixels stay exactly as loaded. " + IMAGES_NOTE)
+             "unmasked pixels stay exactly as loaded. Expect the stroke to be redrawn in the apple's reds and "
+             "oranges with lighter patches, blurrier than the crisp pixels around it. " + IMAGES_NOTE)
     m = wf.node("ImageBARTLoader", 0, model_name=MODELS["uncond"])
     img = wf.node("LoadImage", 0, image=WIDE_MASKED)
     e = wf.node("ImageBARTEncode", 1, model=(m, 0), image=(img, 0), fit="keep size (round to multiple of factor)")
