@@ -59,7 +59,7 @@ class EmojiShowcase:
     group_guidance: float = 2.0  # the guidance README's group-classifier share is measured at (eval_guidance)
     group_seed: int = 0
     # emoji names whose colours the text model follows most visibly (chosen from 20 candidates by looking)
-    prompts: tuple[str, ...] = ("grinning cat", "red apple", "blue heart", "cloud", "flag: Japan", "evergreen tree")
+    prompts: tuple[str, ...] = ("grinning cat", "red apple", "blue heart", "cloud", "flag: Sweden", "evergreen tree")
     prompt_guidance: float = 2.0  # the guidance README's caption-retrieval share is measured at (eval_guidance)
     prompt_seed: int = 100
     upper_half_class: str | None = "smileys-emotion"  # None: unconditional
@@ -74,7 +74,7 @@ class EmojiShowcase:
     text_edit_seed: int = 9
     variation_level: int = 2
     variation_seed: int = 21
-    panorama_prompts: tuple[str, str] = ("red heart", "blue heart")
+    panorama_prompts: tuple[str, str] = ("red apple", "globe showing americas")
     panorama_guidance: float = 3.0
     panorama_seed: int = 17
 

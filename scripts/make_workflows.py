@@ -49,7 +49,7 @@ UPPER_HALF_GUIDANCE = 2.0
 EDIT_CLASS = "flags"  # the group whose look the model draws most distinctly (animals-nature was tried: no animal)
 EDIT_PROMPT = "blue heart"  # "grinning cat" was tried: it kept the face yellow, no cat
 TEXT_EDIT_GUIDANCE = 5.0
-PANORAMA_PROMPTS = ("red heart", "blue heart")
+PANORAMA_PROMPTS = ("red apple", "globe showing americas")
 VARIATION_LEVEL = 2
 SEEDS = {"unconditional": 42, "class_sampling": 0, "text_sampling": 100, "step_by_step": 7, "inpainting": 3,
          "upper_half": 11, "class_edit": 1, "text_edit": 9, "variations": 21, "panorama": 17, "large_inpainting": 23}
@@ -206,7 +206,7 @@ def text_sampling(defs):
     wf = Workflow("text_sampling", defs)
     note(wf, f"## Samples for a prompt\nFour samples of \"{SAMPLE_PROMPT}\" (batch item i uses seed + i), "
              f"'guidance' {GROUP_GUIDANCE:g}. The prompt is an emoji's name; other names work the same way (\"blue "
-             "heart\", \"cloud\", \"flag: Japan\"). Expect soft red-orange roundish blobs: the model follows a "
+             "heart\", \"cloud\", \"flag: Sweden\"). Expect soft red-orange roundish blobs: the model follows a "
              "prompt's colours (and a flag's striped rectangle) far more than its exact shape.", kind="text")
     m = wf.node("ImageBARTLoader", 0, model_name=MODELS["text"])
     c = wf.node("ImageBARTTextCondition", 0, model=(m, 0), prompt=SAMPLE_PROMPT, batch_size=4)
