@@ -360,7 +360,8 @@ def run_emoji(out: Path, class_model: ImageBART, text_model: ImageBART, batch: i
                  f"the left blending into \"{second}\" on the right, seed {show.panorama_seed}; {t.seconds:.1f} s)")
 
     grid_rows.append(("completion and editing", edits))
-    grid_rows.append(("3x wide, prompt blend", [(f'"{first}" on the left, "{second}" on the right', wide[0])]))
+    grid_rows.append((f'3x wide: "{first}" left, "{second}" right',
+                      [(f"seed {show.panorama_seed + i}", wide[i]) for i in range(wide.shape[0])]))
     path = save_captioned_grid(grid_rows, out / "demo_grid.png")
     lines.append(f"overview: {path}")
     return lines
