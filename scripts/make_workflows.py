@@ -343,7 +343,8 @@ def wide_panorama(defs):
              "the 64 px emoji model; 768 for a 256 px model): every code is drawn looking at a trained-size window "
              "around it (sliding windows, moved by 'window_stride' codes, 0 = automatic). Condition Blend mixes "
              f"two prompts from left to right: \"{left_prompt}\" rules the left edge, \"{right_prompt}\" the "
-             "right edge. Expect a wide band of blurry blobs, red-orange on the left turning blue on the right.",
+             "right edge. Expect a wide band of blurry blobs, red-orange over most of the width with blue patches only "
+             "at the right end for this seed (seed 18 turns blue over the right third): the blend shows in colour.",
          kind="text")
     m = wf.node("ImageBARTLoader", 0, model_name=MODELS["text"])
     left = wf.node("ImageBARTTextCondition", 1, title="Prompt on the left", model=(m, 0), prompt=left_prompt)
