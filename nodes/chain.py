@@ -251,8 +251,8 @@ class ImageBARTMaskedRefine(io.ComfyNode):
                 io.Image.Output(display_name="image",
                                 tooltip="The decoded result. With 'composite': at the size of 'image' (the result "
                                         "stretched back to it, original pixels outside the mask). Without: at the "
-                                        "encoded size (the codes' grid x the VQGAN factor, e.g. 32x32 px for the "
-                                        "demo models)."),
+                                        "encoded size (the codes' grid x the VQGAN factor, e.g. 64x64 px for the "
+                                        "bundled emoji models)."),
             ],
             hidden=[io.Hidden.unique_id],
         )

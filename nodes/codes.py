@@ -21,12 +21,13 @@ from .common import (
     seed_input,
 )
 
-#: Step of the width/height widgets: a multiple of every VQGAN factor in use (4 for the demo models, 16 for the
-#: released ones), so every click lands on a size the model takes once at or above its trained size.
+#: Step of the width/height widgets: a multiple of every VQGAN factor in use (8 for the emoji models, 4 for the
+#: shapes models, 16 for the released ones), so every click lands on a size the model takes once at or above its
+#: trained size.
 SIZE_STEP = 32
-SIZE_TIP = ("Image {name} in pixels; 0 = the model's trained size (32 px for the demo models, 256 for the released "
-            "ones). Larger sizes work too, in steps of 32 px (any multiple of the model's VQGAN factor: 4 for the "
-            "demo models, 16 for the released ones): every code is drawn from a trained-size window around it "
+SIZE_TIP = ("Image {name} in pixels; 0 = the model's trained size (64 px for the bundled emoji models, 256 for the "
+            "released ones). Larger sizes work too, in steps of 32 px (any multiple of the model's VQGAN factor: 8 for "
+            "the emoji models, 16 for the released ones): every code is drawn from a trained-size window around it "
             "(sliding windows), e.g. 3x the trained width for a panorama. Sizes below the trained size are refused "
             "with the nearest valid ones; very large sizes get a warning on the node (time grows with the area).")
 WIDTH_TIP = SIZE_TIP.format(name="width")
@@ -221,7 +222,7 @@ class ImageBARTEncode(io.ComfyNode):
             ],
             outputs=[CodesSocket.Output(display_name="codes",
                                         tooltip="Level-1 (clean) codes of the images: a grid of the fitted image's "
-                                                "size / the VQGAN factor (8x8 for the demo models' 32x32 px).")],
+                                                "size / the VQGAN factor (e.g. 8x8 for 64x64 px with factor 8).")],
         )
 
     @classmethod
@@ -240,7 +241,7 @@ class ImageBARTDecode(io.ComfyNode):
                                                        "Masked Refine or Encode).")],
             outputs=[io.Image.Output(display_name="image",
                                      tooltip="Decoded images, at the codes' size: their grid x the VQGAN factor (the "
-                                             "trained size, e.g. 32x32 px for the demo models, unless the codes come "
+                                             "trained size, e.g. 64x64 px for the emoji models, unless the codes come "
                                              "from a larger sample or a 'keep size' encode).")],
         )
 

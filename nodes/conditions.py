@@ -100,8 +100,10 @@ class ImageBARTClassCondition(io.ComfyNode):
             inputs=[
                 ModelSocket.Input("model", tooltip="A class-conditional ImageBART model."),
                 io.String.Input("class_name", default=DEFAULT_CLASS, multiline=True,
-                                tooltip="Class name or index, as the loaded model knows them: the demo shapes model "
-                                        "takes circle, cross, diamond, square, triangle (0..4); ImageNet models the "
+                                tooltip="Class name or index, as the loaded model knows them: the bundled emoji model "
+                                        "takes the nine emoji groups (smileys-emotion, people-body, animals-nature, "
+                                        "food-drink, travel-places, activities, objects, symbols, flags; 0..8); "
+                                        "ImageNet models the "
                                         "1000 ILSVRC names (e.g. 'golden retriever' or 207). The default 0 is the "
                                         "model's first class. One per line gives one class per batch item; the node "
                                         "shows the class it used after a run, and an unknown name stops with the "
@@ -131,9 +133,9 @@ class ImageBARTTextCondition(io.ComfyNode):
                 io.String.Input("prompt", default="", multiline=True,
                                 tooltip="What the image should show. Long prompts are cut to the model's text "
                                         "length. Empty = no text (unconditional sampling, for models trained with "
-                                        "condition dropout, like the demo model). Words the model never saw are "
-                                        "ignored, and the node says which (the demo model knows colours, the five "
-                                        "shapes and above / below / left of / right of)."),
+                                        "condition dropout, like the bundled emoji model). Words the model never saw "
+                                        "are ignored, and the node says which (the emoji model knows the words of "
+                                        "emoji names, e.g. 'grinning cat', 'red heart', 'rocket')."),
                 io.Int.Input("batch_size", default=1, min=1, max=64, tooltip="Repeat the prompt this many times."),
             ],
             outputs=[CondSocket.Output(display_name="condition", tooltip="Text condition for the chain nodes.")],

@@ -1,4 +1,5 @@
-"""Behaviour of the bundled demo models that random weights cannot show (they ship in models/)."""
+"""Behaviour of the bundled shapes demo models that random weights cannot show (they ship in models/; the emoji
+models are tested in tests/test_emoji_models.py)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,9 @@ import pytest
 import torch
 
 import imagebart_core as ib
-from tools.demo import BUNDLED_MODELS, CLASS_MODEL, TEXT_MODEL
+from tools.demo import BUNDLED_MODELS
+from tools.demo import SHAPES_CLASS_MODEL as CLASS_MODEL
+from tools.demo import SHAPES_TEXT_MODEL as TEXT_MODEL
 from training.demo_recipe import class_detection_rate
 from training.shape_detector import detect_shapes
 from training.shapes import make_sample

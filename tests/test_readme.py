@@ -31,10 +31,14 @@ def test_readme_main_command_writes_the_demo_pngs(tmp_path):
     result = subprocess.run([sys.executable, *args, "--batch", "2"], cwd=REPO_ROOT, capture_output=True, text=True,
                             timeout=300)
     assert result.returncode == 0, result.stderr
-    names = ["samples.png", "inpainting.png", "upper_half.png"]
-    if "bundled demo models" in result.stdout:  # with the text model: the text edit and the panorama too
-        names += ["text_edit.png", "panorama.png"]
+    if "colour emoji" in result.stdout:  # the bundled emoji models: the showcase
+        names = ["groups.png", "prompts.png", "upper_half.png", "inpainting.png", "class_edit.png", "text_edit.png",
+                 "variations.png", "panorama.png", "demo_grid.png"]
     else:
-        assert "RANDOM-WEIGHT" in result.stdout
+        names = ["samples.png", "inpainting.png", "upper_half.png"]
+        if "bundled demo models" in result.stdout:  # the shapes models: the text edit and the panorama too
+            names += ["text_edit.png", "panorama.png"]
+        else:
+            assert "RANDOM-WEIGHT" in result.stdout
     for name in names:
         assert (tmp_path / "demo_out" / name).stat().st_size > 0

@@ -6,9 +6,12 @@ so the files always match the nodes. Re-run after changing a node's inputs:
 
     python3 -m tools.make_workflows
 
-Model files: the two small demo models bundled in the pack's ``models/`` folder (trained on procedural
-coloured shapes, 32x32 px; listed by Load ImageBART without copying). The unconditional workflows use the
-class model with no condition connected (it was trained with condition dropout).
+Model files: the two colour-emoji models bundled in the pack's ``models/`` folder (trained by
+``python -m training.emoji_recipe`` on the Noto Color Emoji font, 64x64 px; listed by Load ImageBART without
+copying): ``imagebart-emoji-class.safetensors`` (conditioned on the nine Unicode emoji groups) and
+``imagebart-emoji-text.safetensors`` (conditioned on the emoji's names). The unconditional workflows use the
+class model with no condition connected (it was trained with condition dropout). The number of chain steps of
+the step-by-step workflow is read from the bundled class model when it is there (else the recipe's default).
 """
 
 from __future__ import annotations
@@ -31,35 +34,59 @@ from tools.workflow_tools import (  # noqa: E402
     widget_slots,
 )
 
-CLASS_MODEL = "imagebart-demo-shapes-class.safetensors"
-TEXT_MODEL = "imagebart-demo-shapes-text.safetensors"
-# "uncond-text": the text model with no condition, for pictures of two shapes (the class model saw only one)
+CLASS_MODEL = "imagebart-emoji-class.safetensors"
+TEXT_MODEL = "imagebart-emoji-text.safetensors"
 MODELS = {"uncond": CLASS_MODEL, "class": CLASS_MODEL, "text": TEXT_MODEL, "uncond-text": TEXT_MODEL}
-GUIDANCE = 2.0  # classifier-free guidance of the conditioned workflows: the small demo models follow it better
-CLASS_EDIT_GUIDANCE = 3.0  # the class edit: a triangle in 29 of 30 seeds (1..30; tests/test_workflows.py)
-# example images (workflows/inputs/, copied into ComfyUI's input folder when the pack loads)
-EXAMPLE = "imagebart_example.png"
-EXAMPLE_MASKED = "imagebart_example_masked.png"
-EXAMPLE_WIDE_MASKED = "imagebart_example_wide_masked.png"
-EXAMPLE_SINGLE_MASKED = "imagebart_example_single_masked.png"
+SIZE = 64  # the emoji models' image size in pixels
+# the nine Unicode emoji groups, the class model's class names (training.emoji_catalog.GROUPS)
+GROUPS = ("smileys-emotion", "people-body", "animals-nature", "food-drink", "travel-places", "activities",
+          "objects", "symbols", "flags")
+GUIDANCE = 3.0  # classifier-free guidance of the conditioned workflows
+GROUP_GUIDANCE = 2.0  # class / text sampling workflows: the guidance the recipe's metrics are measured at
+SAMPLE_PROMPT = "red apple"
+UPPER_HALF_CLASS = "smileys-emotion"  # the upper-half completion's condition (the face is a smiley)
+UPPER_HALF_GUIDANCE = 2.0
+EDIT_CLASS = "flags"  # the group whose look the model draws most distinctly (animals-nature was tried: no animal)
+EDIT_PROMPT = "blue heart"  # "grinning cat" was tried: it kept the face yellow, no cat
+TEXT_EDIT_GUIDANCE = 5.0
+PANORAMA_PROMPTS = ("red apple", "globe showing americas")
+VARIATION_LEVEL = 2
+SEEDS = {"unconditional": 42, "class_sampling": 0, "text_sampling": 100, "step_by_step": 7, "inpainting": 3,
+         "upper_half": 11, "class_edit": 1, "text_edit": 9, "variations": 21, "panorama": 17, "large_inpainting": 23}
+# example images (workflows/inputs/, rendered by scripts/make_example_inputs.py; the pack copies them into
+# ComfyUI's input folder when it loads)
+FACE = "imagebart_emoji_face.png"
+FACE_LEFT_MASKED = "imagebart_emoji_face_left_masked.png"
+MASKED = "imagebart_emoji_masked.png"
+WIDE_MASKED = "imagebart_emoji_wide_masked.png"
 COLUMN_GAP = 80  # px between columns
 ROW_GAP = 60  # px between a node and the next one's title bar in a column
-NOTE_SIZE = (NODE_WIDTH, 260)
+NOTE_SIZE = (NODE_WIDTH, 300)
+_BUNDLED = ("a colour-emoji model bundled with the pack (its `models/` folder is listed by Load ImageBART), trained "
+            "by this repository's trainer on the Noto Color Emoji font at 64x64 px")
 MODEL_NOTE = {
-    "uncond": "**Model:** `{model}`, a small demo model bundled with the pack (its `models/` folder is listed by "
-              "Load ImageBART). Trained on coloured shapes at 32x32 px; with no condition connected it samples "
-              "unconditionally.",
-    "class": "**Model:** `{model}`, a small demo model bundled with the pack (its `models/` folder is listed by "
-             "Load ImageBART). Trained on coloured shapes at 32x32 px; classes: circle, cross, diamond, square, "
-             "triangle.",
-    "uncond-text": "**Model:** `{model}`, a small demo model bundled with the pack (its `models/` folder is listed "
-                   "by Load ImageBART). Trained on pictures of one or two coloured shapes at 32x32 px (with captions, "
-                   "and without, so with no condition connected it samples unconditionally).",
-    "text": "**Model:** `{model}`, a small demo model bundled with the pack (its `models/` folder is listed by "
-            "Load ImageBART). Trained on coloured shapes at 32x32 px with captions such as \"a red circle above a "
-            "blue square\" (colours red, green, blue, yellow, purple, orange; relations above, below, left of, "
-            "right of); other words are ignored.",
+    "uncond": "**Model:** `{model}`, " + _BUNDLED + "; with no condition connected it samples unconditionally "
+              "(it was trained with condition dropout).",
+    "class": "**Model:** `{model}`, " + _BUNDLED + ", conditioned on the nine Unicode emoji groups: "
+             + ", ".join(GROUPS) + ".",
+    "uncond-text": "**Model:** `{model}`, " + _BUNDLED + "; with no condition connected it samples "
+                   "unconditionally.",
+    "text": "**Model:** `{model}`, " + _BUNDLED + ", conditioned on the emoji's Unicode names (\"grinning cat\", "
+            "\"red heart\", \"rocket\" ...). Words that never occur in an emoji name are ignored, and the Text "
+            "Condition node says which.",
 }
+
+
+def chain_levels() -> int:
+    """T = number of scales + 1 of the bundled class model (or of the emoji recipe's default settings)."""
+    path = ROOT / "models" / CLASS_MODEL
+    if path.is_file():
+        from imagebart_core.checkpoint import read_config
+
+        return read_config(path).num_levels
+    from training.emoji_recipe import EmojiRecipeSettings
+
+    return EmojiRecipeSettings().n_scales + 1
 
 
 class Workflow:
@@ -82,7 +109,9 @@ class Workflow:
         self.column_bottom[pos] = y + height
         return [x, y]
 
-    def node(self, type_: str, pos, title: str | None = None, **kw) -> dict:
+    def node(self, type_: str, pos, title: str | None = None, extra_height: int = 0, **kw) -> dict:
+        """``extra_height``: px added to the node's computed height (e.g. room for more lines of a multiline
+        widget)."""
         nid = len(self.nodes) + 1
         if type_ == "MarkdownNote":
             size = kw.get("size", NOTE_SIZE)
@@ -105,7 +134,7 @@ class Workflow:
         n = {"id": nid, "type": type_, "pos": None, "size": None, "flags": {}, "order": nid - 1, "mode": 0,
              "inputs": inputs, "outputs": outputs, "properties": {"Node name for S&R": type_},
              "widgets_values": values}
-        height = body_height(defn, n)
+        height = body_height(defn, n) + extra_height
         n["pos"], n["size"] = self._place(pos, height), [NODE_WIDTH, height]
         if title:
             n["title"] = title
@@ -136,34 +165,73 @@ def note(wf: Workflow, text: str, kind: str = "uncond") -> None:
     wf.node("MarkdownNote", 0, text=text + "\n\n" + MODEL_NOTE[kind].format(model=MODELS[kind]))
 
 
-IMAGES_NOTE = ("The example image is copied into ComfyUI's input folder when the pack loads (never over a file of "
-               "yours); pick your own in Load Image.")
+IMAGES_NOTE = ("The example image (rendered from the emoji font) is copied into ComfyUI's input folder when the pack "
+               "loads (never over a file of yours); pick your own 64x64 picture in Load Image.")
 
 
 def unconditional(defs):
     wf = Workflow("unconditional_sampling", defs)
-    note(wf, "## Unconditional sampling\nThe whole chain in one Sample node: noise -> clean codes -> image. "
-             "The bar counts scales x tokens and previews each finished level.")
+    note(wf, "## Unconditional sampling\nThe whole chain in one Sample node: noise -> clean codes -> image, four "
+             "64x64 emoji-like pictures of any group (batch item i uses seed + i). The bar counts scales x tokens "
+             "and previews each finished level. Expect soft, blurry shapes in emoji colours on a light background "
+             "(yellow round blobs, striped rectangles, head-like shapes), not recognisable emoji: the bundled models "
+             "are small and were trained for 2000 steps on a CPU.")
     m = wf.node("ImageBARTLoader", 0, model_name=MODELS["uncond"])
-    s = wf.node("ImageBARTSample", 1, model=(m, 0), batch_size=4, seed=42)
+    s = wf.node("ImageBARTSample", 1, model=(m, 0), batch_size=4, seed=SEEDS["unconditional"])
     d = wf.node("ImageBARTDecode", 2, model=(m, 0), codes=(s, 0))
     wf.node("SaveImage", 3, images=(d, 0), filename_prefix="imagebart/unconditional")
     return wf
 
 
+def class_sampling(defs):
+    wf = Workflow("class_sampling", defs)
+    note(wf, "## Samples per emoji group\nOne sample for each of the nine Unicode emoji groups (Class Condition: "
+             "one group per line = one batch item each, in this order: " + ", ".join(GROUPS) + f"). 'guidance' "
+             f"{GROUP_GUIDANCE:g} (classifier-free; the value README's measurements use) makes the group count "
+             "more. Expect a group's look rather than a particular emoji, and blurry: flags come out as wide "
+             "striped rectangles, smileys-emotion as yellow round shapes, people-body as head-like shapes (dark "
+             "hair, blue or purple below); the other groups are soft blotches in their typical colours.",
+         kind="class")
+    m = wf.node("ImageBARTLoader", 0, model_name=MODELS["class"])
+    # tall enough to show the nine lines of the class box and the classes the node reports after a run
+    c = wf.node("ImageBARTClassCondition", 0, model=(m, 0), class_name="\n".join(GROUPS), extra_height=120)
+    s = wf.node("ImageBARTSample", 1, model=(m, 0), condition=(c, 0), seed=SEEDS["class_sampling"],
+                guidance=GROUP_GUIDANCE)
+    d = wf.node("ImageBARTDecode", 2, model=(m, 0), codes=(s, 0))
+    wf.node("SaveImage", 3, images=(d, 0), filename_prefix="imagebart/groups")
+    return wf
+
+
+def text_sampling(defs):
+    wf = Workflow("text_sampling", defs)
+    note(wf, f"## Samples for a prompt\nFour samples of \"{SAMPLE_PROMPT}\" (batch item i uses seed + i), "
+             f"'guidance' {GROUP_GUIDANCE:g}. The prompt is an emoji's name; other names work the same way (\"blue "
+             "heart\", \"cloud\", \"flag: Sweden\"). Expect soft red-orange roundish blobs: the model follows a "
+             "prompt's colours (and a flag's striped rectangle) far more than its exact shape.", kind="text")
+    m = wf.node("ImageBARTLoader", 0, model_name=MODELS["text"])
+    c = wf.node("ImageBARTTextCondition", 0, model=(m, 0), prompt=SAMPLE_PROMPT, batch_size=4)
+    s = wf.node("ImageBARTSample", 1, model=(m, 0), condition=(c, 0), seed=SEEDS["text_sampling"],
+                guidance=GROUP_GUIDANCE)
+    d = wf.node("ImageBARTDecode", 2, model=(m, 0), codes=(s, 0))
+    wf.node("SaveImage", 3, images=(d, 0), filename_prefix="imagebart/prompt")
+    return wf
+
+
 def step_by_step(defs):
+    levels = chain_levels()
     wf = Workflow("step_by_step_chain", defs)
-    note(wf, "## Step-by-step chain\nRandom Codes (level 4 = noise), then one Reverse Chain Step per transition "
-             "(4 -> 3 -> 2 -> 1). Each step's preview shows its level decoded as if it were clean; only level 1 "
+    steps = " -> ".join(str(level) for level in range(levels, 0, -1))
+    note(wf, f"## Step-by-step chain\nRandom Codes (level {levels} = noise), then one Reverse Chain Step per "
+             f"transition ({steps}). Each step's preview shows its level decoded as if it were clean; only level 1 "
              "is a real image. Use the same seed everywhere to get exactly what Sample gives.")
     m = wf.node("ImageBARTLoader", 0, model_name=MODELS["uncond"])
-    x = wf.node("ImageBARTRandomCodes", 1, model=(m, 0), batch_size=2, seed=7)
-    for i in range(3):
-        x = wf.node("ImageBARTReverseStep", 2 + i, title=f"Reverse step: level {4 - i} -> {3 - i}",
-                    model=(m, 0), codes=(x, 0), seed=7)
-        wf.node("PreviewImage", 2 + i, title=f"Level {3 - i} (decoded as if clean)", images=(x, 1))
-    d = wf.node("ImageBARTDecode", 5, model=(m, 0), codes=(x, 0))
-    wf.node("SaveImage", 6, images=(d, 0), filename_prefix="imagebart/step_by_step")
+    x = wf.node("ImageBARTRandomCodes", 1, model=(m, 0), batch_size=2, seed=SEEDS["step_by_step"])
+    for i in range(levels - 1):
+        x = wf.node("ImageBARTReverseStep", 2 + i, title=f"Reverse step: level {levels - i} -> {levels - 1 - i}",
+                    model=(m, 0), codes=(x, 0), seed=SEEDS["step_by_step"])
+        wf.node("PreviewImage", 2 + i, title=f"Level {levels - 1 - i} (decoded as if clean)", images=(x, 1))
+    d = wf.node("ImageBARTDecode", 1 + levels, model=(m, 0), codes=(x, 0))
+    wf.node("SaveImage", 2 + levels, images=(d, 0), filename_prefix="imagebart/step_by_step")
     return wf
 
 
@@ -185,27 +253,33 @@ def inpainting(defs):
     note(wf, "## Free-form inpainting\nLoad an image and paint the area to regenerate (right-click the Load "
              "Image node -> Open in MaskEditor; transparent = regenerate). The mask can be any size: it is "
              "stretched to the encoded image. 'composite' pastes the result into the original at its own size, "
-             "keeping the original pixels outside the mask. The example paints over the green diamond; the model "
-             "redraws something that fits the rest. " + IMAGES_NOTE)
-    _, _, r = _edit(wf, "uncond", EXAMPLE_MASKED, seed=3)
+             "keeping the original pixels outside the mask. The example paints over the left lens of the "
+             "'smiling face with sunglasses'; with no condition the model continues the face's yellow into the "
+             "painted area, with a dark or red patch where the lens was in some seeds; the redrawn part is "
+             "blurrier than the kept pixels around it (the VQGAN's reconstruction). " + IMAGES_NOTE)
+    _, _, r = _edit(wf, "uncond", MASKED, seed=SEEDS["inpainting"])
     wf.node("SaveImage", 3, images=(r, 1), filename_prefix="imagebart/inpainting")
     return wf
 
 
 def upper_half(defs):
     wf = Workflow("upper_half_completion", defs)
-    note(wf, "## Upper-half completion\nThe upper half of the image is regenerated to fit the lower half, four "
-             "times (batch item i uses seed + i). The mask is built with core mask nodes at 32x32 while the image "
-             "is 64x64: Masked Refine stretches it. " + IMAGES_NOTE)
-    m = wf.node("ImageBARTLoader", 0, model_name=MODELS["uncond"])
-    img = wf.node("LoadImage", 0, image=EXAMPLE)
+    note(wf, "## Upper-half completion\nThe upper half of a face emoji ('grinning face with big eyes') is "
+             "regenerated to fit its lower half, four times (batch item i uses seed + i), under the group "
+             f"'{UPPER_HALF_CLASS}' (guidance {UPPER_HALF_GUIDANCE:g}). The mask is built with core mask nodes (1 = "
+             "regenerate); the lower half is kept exactly. Expect a yellow, rounded top that continues the face's "
+             "outline and colour, with blurry darker or red patches where the eyes were; no crisp eyes. "
+             + IMAGES_NOTE, kind="class")
+    m = wf.node("ImageBARTLoader", 0, model_name=MODELS["class"])
+    img = wf.node("LoadImage", 0, image=FACE)
+    c = wf.node("ImageBARTClassCondition", 0, model=(m, 0), class_name=UPPER_HALF_CLASS)
     rep = wf.node("RepeatImageBatch", 1, image=(img, 0), amount=4)
-    zero = wf.node("SolidMask", 1, value=0.0, width=32, height=32)
-    top = wf.node("SolidMask", 1, value=1.0, width=32, height=16)
+    zero = wf.node("SolidMask", 1, value=0.0, width=SIZE, height=SIZE)
+    top = wf.node("SolidMask", 1, value=1.0, width=SIZE, height=SIZE // 2)
     e = wf.node("ImageBARTEncode", 2, model=(m, 0), image=(rep, 0))
     mask = wf.node("MaskComposite", 2, destination=(zero, 0), source=(top, 0), x=0, y=0, operation="add")
     r = wf.node("ImageBARTMaskedRefine", 3, model=(m, 0), codes=(e, 0), mask=(mask, 0), image=(img, 0),
-                composite=True, seed=11)
+                condition=(c, 0), composite=True, seed=SEEDS["upper_half"], guidance=UPPER_HALF_GUIDANCE)
     wf.node("SaveImage", 4, images=(r, 1), filename_prefix="imagebart/upper_half")
     return wf
 
@@ -213,61 +287,71 @@ def upper_half(defs):
 def class_edit(defs):
     wf = Workflow("class_guided_local_edit", defs)
     note(wf, "## Class-guided local editing\nThe painted area is regenerated under a class label (by name or "
-             "index; for the released ImageNet models e.g. 'tiger'). The example paints over the blue diamond of "
-             "a one-shape picture (the demo class model was trained on one shape per image) and redraws it as a "
-             "triangle; 'guidance' 3 (classifier-free) makes the class count more. " + IMAGES_NOTE, kind="class")
+             f"index; for the released ImageNet models e.g. 'tiger'). The example's left half of the grinning face "
+             f"is transparent and is redrawn under the group '{EDIT_CLASS}', 'guidance' {GUIDANCE:g} "
+             "(classifier-free) making the group count more; the right half is kept. Expect the left half to turn "
+             "into a flag-like striped rectangle (dark blue, red and light bands) against the kept half face. "
+             + IMAGES_NOTE, kind="class")
 
     def cond(wf, m):
-        return wf.node("ImageBARTClassCondition", 1, model=(m, 0), class_name="triangle")
+        return wf.node("ImageBARTClassCondition", 1, model=(m, 0), class_name=EDIT_CLASS)
 
-    _, _, r = _edit(wf, "class", EXAMPLE_SINGLE_MASKED, cond=cond, seed=1, guidance=CLASS_EDIT_GUIDANCE)
+    _, _, r = _edit(wf, "class", FACE_LEFT_MASKED, cond=cond, seed=SEEDS["class_edit"], guidance=GUIDANCE)
     wf.node("SaveImage", 3, images=(r, 1), filename_prefix="imagebart/class_edit")
     return wf
 
 
 def text_edit(defs):
     wf = Workflow("text_guided_local_edit", defs)
-    note(wf, "## Text-guided local editing\nThe painted area is regenerated following a prompt that describes the "
-             "whole picture as it should become: here the green diamond left of the blue square becomes a red "
-             "circle. (No text-conditional ImageBART weights were ever published beyond this demo; larger ones need "
-             "a model you trained.) " + IMAGES_NOTE, kind="text")
+    note(wf, "## Text-guided local editing\nThe painted area is regenerated following a prompt. The example's "
+             f"left half of the grinning face is transparent and is redrawn as \"{EDIT_PROMPT}\" (guidance "
+             f"{TEXT_EDIT_GUIDANCE:g}); the right half is kept. Expect the left half to turn blue, the prompt's "
+             "colour, in a blurry patch against the kept half face, not a heart shape: the model follows a prompt's "
+             "colours far more than its shapes. " + IMAGES_NOTE, kind="text")
 
     def cond(wf, m):
-        return wf.node("ImageBARTTextCondition", 1, model=(m, 0), prompt="a red circle left of a blue square")
+        return wf.node("ImageBARTTextCondition", 1, model=(m, 0), prompt=EDIT_PROMPT)
 
-    _, _, r = _edit(wf, "text", EXAMPLE_MASKED, cond=cond, seed=9, guidance=GUIDANCE)
+    _, _, r = _edit(wf, "text", FACE_LEFT_MASKED, cond=cond, seed=SEEDS["text_edit"], guidance=TEXT_EDIT_GUIDANCE)
     wf.node("SaveImage", 3, images=(r, 1), filename_prefix="imagebart/text_edit")
     return wf
 
 
 def variations(defs):
     wf = Workflow("variations", defs)
-    note(wf, "## Variations of an image\nEncode, noise the codes up to level 2 (Noise Codes: higher = more "
-             "change, up to 4 = pure noise), then run the reverse chain back down. Four variations of the green "
-             "diamond left of the blue square (batch item i uses seed + i). " + IMAGES_NOTE, kind="uncond-text")
-    m = wf.node("ImageBARTLoader", 0, model_name=MODELS["uncond-text"])
-    img = wf.node("LoadImage", 0, image=EXAMPLE)
+    note(wf, f"## Variations of an image\nEncode, noise the codes up to level {VARIATION_LEVEL} (Noise Codes: "
+             "higher = more change, up to the top level = pure noise), then run the reverse chain back down. Four "
+             "variations of the grinning face (batch item i uses seed + i). Level 2 is the middle of this model's "
+             "three levels (1 = clean, 3 = noise), so they change a lot: soft shapes in the face's yellow, some "
+             "keeping a round face-like outline with dark spots, others drifting to other blobs. " + IMAGES_NOTE)
+    m = wf.node("ImageBARTLoader", 0, model_name=MODELS["uncond"])
+    img = wf.node("LoadImage", 0, image=FACE)
     rep = wf.node("RepeatImageBatch", 1, image=(img, 0), amount=4)
     e = wf.node("ImageBARTEncode", 1, model=(m, 0), image=(rep, 0))
-    n = wf.node("ImageBARTNoiseCodes", 2, model=(m, 0), codes=(e, 0), level=2, seed=21)
-    r = wf.node("ImageBARTReverseStep", 3, model=(m, 0), codes=(n, 0), steps=1, seed=21)
+    n = wf.node("ImageBARTNoiseCodes", 2, model=(m, 0), codes=(e, 0), level=VARIATION_LEVEL, seed=SEEDS["variations"])
+    r = wf.node("ImageBARTReverseStep", 3, model=(m, 0), codes=(n, 0), steps=VARIATION_LEVEL - 1,
+                seed=SEEDS["variations"])
     d = wf.node("ImageBARTDecode", 4, model=(m, 0), codes=(r, 0))
     wf.node("SaveImage", 5, images=(d, 0), filename_prefix="imagebart/variations")
     return wf
 
 
 def wide_panorama(defs):
+    left_prompt, right_prompt = PANORAMA_PROMPTS
     wf = Workflow("wide_panorama_prompt_blend", defs)
-    note(wf, "## Wide panorama with a prompt blend\nSample at 3x the model's trained width (96 px for the 32 px "
-             "demo model; 768 for a 256 px model): every code is drawn looking at a trained-size window around it "
-             "(sliding windows, moved by 'window_stride' codes, 0 = automatic). Condition Blend mixes two prompts "
-             "from left to right: the first rules the left edge, the second the right edge.", kind="text")
+    note(wf, f"## Wide panorama with a prompt blend\nSample at 3x the model's trained width ({3 * SIZE} px for "
+             "the 64 px emoji model; 768 for a 256 px model): every code is drawn looking at a trained-size window "
+             "around it (sliding windows, moved by 'window_stride' codes, 0 = automatic). Condition Blend mixes "
+             f"two prompts from left to right: \"{left_prompt}\" rules the left edge, \"{right_prompt}\" the "
+             "right edge. Expect a wide band of blurry blobs, red-orange over most of the width with blue patches only "
+             "at the right end for this seed (seed 18 turns blue over the right third): the blend shows in colour.",
+         kind="text")
     m = wf.node("ImageBARTLoader", 0, model_name=MODELS["text"])
-    left = wf.node("ImageBARTTextCondition", 1, title="Prompt on the left", model=(m, 0), prompt="a red circle")
-    right = wf.node("ImageBARTTextCondition", 1, title="Prompt on the right", model=(m, 0), prompt="a blue square")
+    left = wf.node("ImageBARTTextCondition", 1, title="Prompt on the left", model=(m, 0), prompt=left_prompt)
+    right = wf.node("ImageBARTTextCondition", 1, title="Prompt on the right", model=(m, 0), prompt=right_prompt)
     blend = wf.node("ImageBARTConditionBlend", 2, condition_1=(left, 0), condition_2=(right, 0))
-    s = wf.node("ImageBARTSample", 3, model=(m, 0), condition=(blend, 0), width=96, height=0, seed=17,
-                guidance=GUIDANCE)
+    s = wf.node("ImageBARTSample", 3, model=(m, 0), condition=(blend, 0), width=3 * SIZE, height=0,
+                seed=SEEDS["panorama"], guidance=GUIDANCE)
     d = wf.node("ImageBARTDecode", 4, model=(m, 0), codes=(s, 0))
     wf.node("SaveImage", 5, images=(d, 0), filename_prefix="imagebart/panorama")
     return wf
@@ -275,16 +359,17 @@ def wide_panorama(defs):
 
 def large_inpainting(defs):
     wf = Workflow("large_image_inpainting", defs)
-    note(wf, "## Inpainting an image larger than the model\nThe 96x64 image (six shapes pictures) is encoded at "
-             "its own size ('keep size': each side rounded to a multiple of the VQGAN factor, at least the model's "
-             "size) instead of being shrunk to the model's 32x32. Masked Refine regenerates the painted area "
-             "(LoadImage alpha; transparent = regenerate) with sliding windows; the decoded result is pasted into "
-             "the original with the mask (ImageCompositeMasked), so unmasked pixels stay exactly as loaded. "
-             + IMAGES_NOTE)
+    note(wf, f"## Inpainting an image larger than the model\nThe {3 * SIZE}x{SIZE} image (dog face, red apple, "
+             "rocket) is encoded at its own size ('keep size': each side rounded to a multiple of the VQGAN factor, "
+             f"at least the model's size) instead of being shrunk to the model's {SIZE}x{SIZE}. Masked Refine "
+             "regenerates the painted area over the apple (LoadImage alpha; transparent = regenerate) with sliding "
+             "windows; the decoded result is pasted into the original with the mask (ImageCompositeMasked), so "
+             "unmasked pixels stay exactly as loaded. Expect the stroke to be redrawn in the apple's reds and "
+             "oranges with lighter patches, blurrier than the crisp pixels around it. " + IMAGES_NOTE)
     m = wf.node("ImageBARTLoader", 0, model_name=MODELS["uncond"])
-    img = wf.node("LoadImage", 0, image=EXAMPLE_WIDE_MASKED)
+    img = wf.node("LoadImage", 0, image=WIDE_MASKED)
     e = wf.node("ImageBARTEncode", 1, model=(m, 0), image=(img, 0), fit="keep size (round to multiple of factor)")
-    r = wf.node("ImageBARTMaskedRefine", 2, model=(m, 0), codes=(e, 0), mask=(img, 1), seed=23)
+    r = wf.node("ImageBARTMaskedRefine", 2, model=(m, 0), codes=(e, 0), mask=(img, 1), seed=SEEDS["large_inpainting"])
     d = wf.node("ImageBARTDecode", 3, model=(m, 0), codes=(r, 0))
     c = wf.node("ImageCompositeMasked", 4, destination=(img, 0), source=(d, 0), mask=(img, 1), x=0, y=0)
     wf.node("SaveImage", 5, images=(c, 0), filename_prefix="imagebart/large_inpainting")
@@ -389,8 +474,8 @@ def released_churches_inpainting(defs):
     return wf
 
 
-BUILDERS = [unconditional, step_by_step, inpainting, upper_half, class_edit, text_edit, variations, wide_panorama,
-            large_inpainting]
+BUILDERS = [unconditional, class_sampling, text_sampling, step_by_step, inpainting, upper_half, class_edit, text_edit,
+            variations, wide_panorama, large_inpainting]
 BUILDERS += [released_ffhq_upper_half, released_imagenet_sampling, released_imagenet_edit, released_churches_inpainting]
 
 

@@ -93,7 +93,7 @@ class EmojiRecipeSettings:
     cond_dropout: float = 0.15
     ema_decay: float = 0.998
     # evaluation (training.emoji_eval)
-    eval_guidance: float = 2.0  # the demo's guidance (imagebart_core.demo)
+    eval_guidance: float = 2.0  # the demo's guidance (tools.demo)
     eval_per_group: int = 16
     eval_captions: int = 100
     eval_distractors: int = 9

@@ -33,12 +33,14 @@ PACK_NODES = ["ImageBARTLoader", "ImageBARTEncode", "ImageBARTDecode", "ImageBAR
               "ImageBARTReverseStep", "ImageBARTSample", "ImageBARTMaskedRefine", "ImageBARTClassCondition",
               "ImageBARTTextCondition", "ImageBARTConditionBlend"]
 # workflow -> {SaveImage/PreviewImage count of images expected, by filename prefix of SaveImage}
-EXPECTED_SAVED = {"unconditional_sampling": 4, "step_by_step_chain": 2, "inpainting_free_form": 1,
-                  "upper_half_completion": 4, "class_guided_local_edit": 1, "text_guided_local_edit": 1,
-                  "variations": 4, "wide_panorama_prompt_blend": 1, "large_image_inpainting": 1}
-# saved image size (width, height); the bundled demo models are trained at 32x32 px
-EXPECTED_SIZE = {"wide_panorama_prompt_blend": (96, 32), "large_image_inpainting": (96, 64)}
-BUNDLED = {"imagebart-demo-shapes-class.safetensors", "imagebart-demo-shapes-text.safetensors"}
+EXPECTED_SAVED = {"unconditional_sampling": 4, "class_sampling": 9, "text_sampling": 4, "step_by_step_chain": 2,
+                  "inpainting_free_form": 1, "upper_half_completion": 4, "class_guided_local_edit": 1,
+                  "text_guided_local_edit": 1, "variations": 4, "wide_panorama_prompt_blend": 1,
+                  "large_image_inpainting": 1}
+# saved image size (width, height); the bundled emoji models are trained at 64x64 px
+EXPECTED_SIZE = {"wide_panorama_prompt_blend": (192, 64), "large_image_inpainting": (192, 64)}
+DEFAULT_SIZE = (64, 64)
+BUNDLED = {"imagebart-emoji-class.safetensors", "imagebart-emoji-text.safetensors"}
 REPORT: dict = {}
 
 
@@ -48,7 +50,7 @@ def server(tmp_path_factory):
 
     missing = [name for name in sorted(BUNDLED) if not (WORKFLOWS.parent / "models" / name).is_file()]
     if missing:
-        pytest.skip(f"the bundled demo models {missing} are not in models/ (python -m training.demo_recipe)")
+        pytest.skip(f"the bundled emoji models {missing} are not in models/ (python -m training.emoji_recipe)")
     work = tmp_path_factory.mktemp("comfy")
     models = work / "models"  # random models for the cancel/error cases; the workflows use the bundled ones
     for kind, name in [("none", "uncond"), ("class", "class"), ("text", "text")]:
@@ -135,7 +137,7 @@ def test_workflow_runs(server, defs, name):
     files = []
     for img in saved:
         pic = Image.open(io.BytesIO(server.view(img)))
-        assert pic.size == EXPECTED_SIZE.get(name, (32, 32))
+        assert pic.size == EXPECTED_SIZE.get(name, DEFAULT_SIZE)
         if name == "large_image_inpainting":
             _check_unmasked_kept(pic)
         files.append(str(Path(server.workdir) / "output" / img.get("subfolder", "") / img["filename"]))
@@ -154,7 +156,7 @@ def _check_unmasked_kept(pic) -> None:
     import numpy as np
     from PIL import Image
 
-    src = np.asarray(Image.open(WORKFLOWS / "inputs" / "imagebart_example_wide_masked.png").convert("RGBA"))
+    src = np.asarray(Image.open(WORKFLOWS / "inputs" / "imagebart_emoji_wide_masked.png").convert("RGBA"))
     out = np.asarray(pic.convert("RGB")).astype(int)
     opaque = src[..., 3] == 255  # mask 0: keep
     diff = np.abs(out - src[..., :3].astype(int)).max(-1)
