@@ -144,7 +144,8 @@ def _transition(model: ImageBART, scale: int, x_in: torch.Tensor, *, cond_plan, 
         return run_transition(net, x_in, scale, window=tuple(model.config.grid), cond_sets=cond_sets,
                               weights_at=weights_at, token_filter=token_filter, sampler=sampler,
                               null_tokens=null_tokens, guidance=guidance, known=known, stride=stride,
-                              on_token=on_token, sampler_key=sampler_key, cache_bytes=model.window_cache_bytes)
+                              on_token=on_token, sampler_key=sampler_key, cache_bytes=model.window_cache_bytes,
+                              pack=model.packed_steps)
 
 
 # -- the operations ----------------------------------------------------------------------------------------
