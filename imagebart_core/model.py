@@ -18,7 +18,7 @@ from typing import Any
 import torch
 import torch.nn as nn
 
-from . import budget, validate
+from . import budget, fast_decode, validate
 from . import conditioning as conditioning_lib
 from .chain import reverse
 from .chain.windows import DEFAULT_WINDOW_CACHE_BYTES
@@ -60,6 +60,10 @@ class ImageBART(nn.Module):
         self.max_request_seconds: float | None = budget.DEFAULT_MAX_SECONDS
         #: Memory for kept window encoder states on grids larger than the trained one (per transition).
         self.window_cache_bytes: int = DEFAULT_WINDOW_CACHE_BYTES
+        #: Batched CPU token steps run on oneDNN-packed copies of the running scale's weights: faster from two
+        #: rows per step (a batch of two, or one item with guidance), at the cost of one scale's decoding weights
+        #: of extra memory while that scale runs; set False where memory is tight (see imagebart_core.fast_decode).
+        self.packed_steps: bool = True
 
     # -- identity, devices ---------------------------------------------------------------------------
     @property
@@ -101,23 +105,6 @@ class ImageBART(nn.Module):
             if hasattr(scale, "residual_alpha"):
                 alpha = residual_alpha(self.config.schedule.betas, s)
                 scale.residual_alpha = torch.tensor(alpha, dtype=torch.float32, device=device)
-
-    @property
-    def packed_steps(self) -> bool:
-        """Batched CPU token steps run on oneDNN-packed copies of the running scale's weights (default True).
-
-        Faster from two rows per step (a batch of two, or one item with guidance), at the cost of one scale's
-        decoding weights of extra memory while that scale runs; set False where memory is tight.
-        See :mod:`imagebart_core.packed`.
-        """
-        return all(getattr(net, "pack_steps", True) for net in self.scales)
-
-    @packed_steps.setter
-    def packed_steps(self, enabled: bool) -> None:
-        for net in self.scales:
-            net.pack_steps = bool(enabled)
-            if not enabled:
-                net._packed_ref = None
 
     def offload_idle_scales(self, storage: torch.device | str | None = "cpu",
                             compute: torch.device | str | None = None) -> ImageBART:
@@ -226,8 +213,8 @@ class ImageBART(nn.Module):
             raise ValueError(f"decode needs level-1 (clean) codes; these are at level {codes.level}: "
                              "run the remaining reverse steps first")
         self.check_request("decode", codes.grid, codes.batch_size)
-        if self.device.type == "cpu" and not self.vqgan.channels_last_decoding:
-            self.vqgan.use_channels_last_decoding()  # faster NHWC convolutions on CPU
+        if self.device.type == "cpu":
+            fast_decode.decoder_layout(self.vqgan)  # faster NHWC convolutions on CPU (idempotent)
         x = self.vqgan.decode_codes(codes.tokens.to(self.device))
         return ((x.float() + 1.0) / 2.0).clamp(0.0, 1.0)
 

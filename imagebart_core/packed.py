@@ -6,27 +6,22 @@ markedly slower than oneDNN's inner-product kernels on weights converted to oneD
 ffhq scales: 0.55-0.6x the step time at batch 2-8 with two threads, no gain at batch 1; see
 docs/performance.md). Classifier-free guidance doubles the rows, so guided batch-1 sampling packs too.
 
-:class:`PackedWeights` holds such copies of the matrices one scale's token steps use; it is made by the
-scale's ``prepare`` when the batch is large enough (CPU, float32, inference) and shared by every decode state
-of that scale, and it is freed with the last of them: the extra memory is one scale's decoding weights, while
-that scale runs (``ImageBART.packed_steps = False`` turns packing off where memory is tight). Results agree
-with the default kernels to float rounding.
+:class:`PackedWeights` holds such copies of the matrices one scale's token steps use; it is made by
+:func:`imagebart_core.fast_decode.step_kernels` once per transition when the batch is large enough (CPU,
+float32, inference), is held by that transition's decode states and is freed with them: the extra memory is
+one scale's decoding weights, while that scale runs (``ImageBART.packed_steps = False`` turns packing off where
+memory is tight). Results agree with the default kernels to float rounding.
 """
 
 from __future__ import annotations
 
-import threading
-import weakref
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 #: Token steps with at least this many rows use packed weights (one row: the default kernels are as fast).
 PACKED_MIN_ROWS = 2
-
-_active = threading.local()
 
 
 def tensor_version(t: torch.Tensor) -> int | None:
@@ -55,44 +50,42 @@ class PackedLinear:
         return y.view(*x.shape[:-1], self.out_features)
 
 
-def _params_of(linear: nn.Linear) -> tuple[torch.Tensor, ...]:
+def params_of(linear: nn.Linear) -> tuple[torch.Tensor, ...]:
     """The parameters a packed copy of ``linear`` depends on (weight, and bias if any)."""
     return (linear.weight,) if linear.bias is None else (linear.weight, linear.bias)
 
 
 class PackedWeights:
-    """Packed copies of the matrices a scale's token step uses, keyed by the module that owns each one.
-
-    Use as a context manager around a step: inside it :func:`linear` and :func:`fused_qkv` use the packed
-    copies for inputs of at least :data:`PACKED_MIN_ROWS` rows.
-    """
+    """Packed copies of the matrices a scale's token step uses, keyed by the id of the module that owns each one
+    (an ``nn.Linear``, or an attention whose fused q/k/v matrix is packed)."""
 
     def __init__(self, table: dict[int, PackedLinear]):
         self.table = table
 
     @classmethod
-    def build(cls, modules: Iterable[nn.Module]) -> PackedWeights:
-        """Pack every ``nn.Linear`` and every fused q/k/v matrix (an attention with ``fast`` set) in ``modules``."""
+    def build(cls, modules: Iterable[nn.Module],
+              fused: Mapping[int, tuple[torch.Tensor, torch.Tensor | None, tuple[torch.Tensor, ...]]]) -> PackedWeights:
+        """Pack every ``nn.Linear`` in ``modules`` and the fused q/k/v matrix (weight [3*H*dh, D], bias, the
+        parameters it is made of) of every attention in ``modules`` that ``fused`` lists by id."""
         table: dict[int, PackedLinear] = {}
         for m in modules:
             if isinstance(m, nn.Linear):
-                table[id(m)] = PackedLinear(m.weight, m.bias, _params_of(m))
-            elif getattr(m, "fast", False):  # an Attention whose q/k/v are views of one fused matrix
-                sources = _params_of(m.to_q) + _params_of(m.to_k) + _params_of(m.to_v)
-                table[id(m)] = PackedLinear(m._qkv_weight, m._qkv_bias, sources)
+                table[id(m)] = PackedLinear(m.weight, m.bias, params_of(m))
+            elif id(m) in fused:
+                weight, bias, sources = fused[id(m)]
+                table[id(m)] = PackedLinear(weight, bias, sources)
         return cls(table)
 
     def valid(self) -> bool:
         """False once any packed parameter was changed in place or replaced (then pack again)."""
         return all(p.valid() for p in self.table.values())
 
-    def __enter__(self) -> PackedWeights:
-        self._previous = getattr(_active, "table", None)
-        _active.table = self.table
-        return self
-
-    def __exit__(self, *exc) -> None:
-        _active.table = self._previous
+    def get(self, module: nn.Module, x: torch.Tensor) -> PackedLinear | None:
+        """The packed copy of ``module``'s matrix for the input x [..., in], if it has one and x has at least
+        :data:`PACKED_MIN_ROWS` float32 rows; else None (use the default kernels)."""
+        if x.dtype != torch.float32 or x.numel() < PACKED_MIN_ROWS * x.shape[-1]:
+            return None
+        return self.table.get(id(module))
 
 
 def wanted(rows: int, params: Iterable[torch.Tensor]) -> bool:
@@ -101,33 +94,3 @@ def wanted(rows: int, params: Iterable[torch.Tensor]) -> bool:
         return False
     first = next(iter(params), None)
     return first is not None and first.device.type == "cpu" and first.dtype == torch.float32
-
-
-def shared(owner: nn.Module, modules: Iterable[nn.Module]) -> PackedWeights:
-    """The packed weights of ``owner`` (a scale): reused while some decode state still holds them and they are
-    valid, otherwise packed anew. Freed when the last state that holds them is gone."""
-    ref = getattr(owner, "_packed_ref", None)
-    packed = ref() if ref is not None else None
-    if packed is None or not packed.valid():
-        packed = PackedWeights.build(modules)
-        owner._packed_ref = weakref.ref(packed)
-    return packed
-
-
-def _lookup(module: nn.Module, x: torch.Tensor) -> PackedLinear | None:
-    table = getattr(_active, "table", None)
-    if table is None or x.dtype != torch.float32 or x.numel() < PACKED_MIN_ROWS * x.shape[-1]:
-        return None
-    return table.get(id(module))
-
-
-def linear(module: nn.Linear, x: torch.Tensor) -> torch.Tensor:
-    """``module(x)``, on packed weights inside an active :class:`PackedWeights` with enough rows."""
-    packed = _lookup(module, x)
-    return packed(x) if packed is not None else module(x)
-
-
-def fused_qkv(attn: nn.Module, x: torch.Tensor) -> torch.Tensor:
-    """x [..., D] @ the fused q/k/v matrix of ``attn`` (+ bias) -> [..., 3*H*dh]."""
-    packed = _lookup(attn, x)
-    return packed(x) if packed is not None else F.linear(x, attn._qkv_weight, attn._qkv_bias)

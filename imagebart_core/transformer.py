@@ -19,17 +19,41 @@ row) and text tokens have their own table ``cond_emb``.
 
 from __future__ import annotations
 
-import contextlib
 from dataclasses import dataclass, field
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from . import packed as packing
 from .config import DECODER_ONLY, ConditioningConfig, TransformerConfig
 
 SOS_TOKEN = 0
+
+
+class StepKernels:
+    """How the token steps of a scale multiply by its matrices: here the modules' own products (separate q/k/v).
+
+    The fast kernels for sampling (fused q/k/v, oneDNN-packed copies) are made by
+    :func:`imagebart_core.fast_decode.step_kernels` and passed to ``prepare``; the networks here only call
+    ``linear`` and ``qkv`` and never change their own weights.
+    """
+
+    def linear(self, module: nn.Linear, x: torch.Tensor) -> torch.Tensor:
+        """``module(x)``: x [..., in] -> [..., out]."""
+        return module(x)
+
+    def qkv(self, attn: Attention, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """x [B, L, D] -> q, k, v [B, H, L, dh]."""
+        return (attn.split(attn.to_q(x)), *attn.project_kv(x))
+
+    @property
+    def unpacked(self) -> StepKernels:
+        """The kernels for passes outside the token loop (a decoder-only scale's prefix)."""
+        return self
+
+
+#: The modules' own products (training, teacher forcing, and any ``prepare`` not given faster kernels).
+PLAIN = StepKernels()
 
 
 class Attention(nn.Module):
@@ -43,7 +67,6 @@ class Attention(nn.Module):
         self.to_k = nn.Linear(dim, inner, bias=qkv_bias)
         self.to_v = nn.Linear(dim, inner, bias=qkv_bias)
         self.to_out = nn.Linear(inner, dim)
-        self.fast = False  # set by decode_layout: the fused q/k/v views are valid
 
     def split(self, t: torch.Tensor) -> torch.Tensor:
         """[B, L, H*dh] -> [B, H, L, dh]."""
@@ -54,73 +77,18 @@ class Attention(nn.Module):
         """Keys and values of ``context`` [B, L, D]: two [B, H, L, dh]."""
         return self.split(self.to_k(context)), self.split(self.to_v(context))
 
-    def attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask=None, causal=False) -> torch.Tensor:
+    def attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask=None, causal=False,
+               kernels: StepKernels = PLAIN) -> torch.Tensor:
         """q [B,H,Lq,dh], k/v [B,H,Lk,dh] -> [B, Lq, D]. ``mask`` bool [Lq, Lk], True = attend."""
         out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=causal)  # [B,H,Lq,dh]
         b, h, n, d = out.shape
-        return packing.linear(self.to_out, out.transpose(1, 2).reshape(b, n, h * d))
+        return kernels.linear(self.to_out, out.transpose(1, 2).reshape(b, n, h * d))
 
     def forward(self, x: torch.Tensor, context: torch.Tensor | None = None, mask=None, causal=False):
         """Full (non-incremental) attention of x [B, L, D] over itself or ``context``."""
         q = self.split(self.to_q(x))
         k, v = self.project_kv(x if context is None else context)
         return self.attend(q, k, v, mask=mask, causal=causal)
-
-    # -- decoding layout (see :func:`decode_layout`) ------------------------------------------------
-    def _apply(self, fn, recurse=True):
-        # .to() / .cuda() / .half() replace the parameters: drop the fused matrix so no stale copy stays alive
-        self._qkv_weight = self._qkv_bias = None
-        self.fast = False
-        return super()._apply(fn, recurse)
-
-    def fuse_qkv(self) -> None:
-        """Lay q/k/v weights out as row blocks of one [3*H*dh, D] matrix (the parameters become views).
-
-        The matrix is stored transposed in memory (strides (1, 3*H*dh)), which streams fastest for the few-row
-        products of a token step on CPU. Values unchanged; memory-neutral. ``qkv`` then projects all three
-        with one matrix product.
-        """
-        q, k, v = self.to_q.weight, self.to_k.weight, self.to_v.weight
-        if self.fused_ok():
-            return
-        inner, dim = q.shape
-        fused = torch.empty(dim, 3 * inner, dtype=q.dtype, device=q.device).t()  # [3*inner, D], column-major
-        for i, w in enumerate((q, k, v)):
-            fused[i * inner : (i + 1) * inner].copy_(w.detach())
-            w.data = fused[i * inner : (i + 1) * inner]  # [inner, D] view
-        self._qkv_weight = fused
-        if self.to_q.bias is not None:
-            fused_b = torch.cat([self.to_q.bias.detach(), self.to_k.bias.detach(), self.to_v.bias.detach()])
-            for i, lin in enumerate((self.to_q, self.to_k, self.to_v)):
-                lin.bias.data = fused_b[i * inner : (i + 1) * inner]
-            self._qkv_bias = fused_b
-        else:
-            self._qkv_bias = None
-
-    def fused_ok(self) -> bool:
-        """True while the q/k/v parameters are still the views made by :meth:`fuse_qkv`."""
-        fused = getattr(self, "_qkv_weight", None)
-        if fused is None:
-            return False
-        inner = self.to_q.weight.shape[0]
-        for i, lin in enumerate((self.to_q, self.to_k, self.to_v)):
-            w, view = lin.weight, fused[i * inner : (i + 1) * inner]
-            if w.dtype != fused.dtype or w.device != fused.device:
-                return False
-            if w.data_ptr() != view.data_ptr() or w.stride() != view.stride() or w.shape != view.shape:
-                return False
-            if lin.bias is not None:
-                fb = self._qkv_bias
-                if fb is None or lin.bias.data_ptr() != fb[i * inner : (i + 1) * inner].data_ptr():
-                    return False
-        return True
-
-    def qkv(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """x [B, L, D] -> q, k, v [B, H, L, dh] with one fused product (after :meth:`fuse_qkv`)."""
-        b, n, _ = x.shape
-        out = packing.fused_qkv(self, x)  # [B, L, 3*H*dh]
-        out = out.view(b, n, 3, self.heads, self.dim_head).permute(2, 0, 3, 1, 4)  # [3, B, H, L, dh]
-        return out[0], out[1], out[2]
 
 
 class FeedForward(nn.Module):
@@ -129,8 +97,8 @@ class FeedForward(nn.Module):
         self.fc1 = nn.Linear(dim, dim * mult)
         self.fc2 = nn.Linear(dim * mult, dim)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return packing.linear(self.fc2, F.gelu(packing.linear(self.fc1, x)))
+    def forward(self, x: torch.Tensor, kernels: StepKernels = PLAIN) -> torch.Tensor:
+        return kernels.linear(self.fc2, F.gelu(kernels.linear(self.fc1, x)))
 
 
 class SelfAttentionBlock(nn.Module):
@@ -147,16 +115,12 @@ class SelfAttentionBlock(nn.Module):
         x = x + self.attn(self.attn_norm(x), mask=mask, causal=causal)
         return x + self.ff(self.ff_norm(x))
 
-    def step(self, x: torch.Tensor, cache: LayerCache, mask=None) -> torch.Tensor:
+    def step(self, x: torch.Tensor, cache: LayerCache, mask=None, kernels: StepKernels = PLAIN) -> torch.Tensor:
         """Incremental: x [B, L, D] at positions cache.length .. +L, attending to the cache too."""
-        h = self.attn_norm(x)
-        if self.attn.fast:
-            q, k, v = self.attn.qkv(h)  # [B, H, L, dh] each
-        else:
-            q, (k, v) = self.attn.split(self.attn.to_q(h)), self.attn.project_kv(h)
+        q, k, v = kernels.qkv(self.attn, self.attn_norm(x))  # [B, H, L, dh] each
         k, v = cache.append(k, v)
-        x = x + self.attn.attend(q, k, v, mask=mask)
-        return x + self.ff(self.ff_norm(x))
+        x = x + self.attn.attend(q, k, v, mask=mask, kernels=kernels)
+        return x + self.ff(self.ff_norm(x), kernels)
 
 
 class DecoderBlock(nn.Module):
@@ -177,20 +141,16 @@ class DecoderBlock(nn.Module):
         return x + self.ff(self.ff_norm(x))
 
     def step(self, x: torch.Tensor, cache: LayerCache, cross_kv: tuple[torch.Tensor, torch.Tensor],
-             mask: torch.Tensor | None = None) -> torch.Tensor:
+             mask: torch.Tensor | None = None, kernels: StepKernels = PLAIN) -> torch.Tensor:
         """New positions x [B, L, D] (usually L = 1) after the cached ones; ``cross_kv`` are the encoder
         keys/values of this layer; ``mask`` bool [L, cached + L] is needed when L > 1 (causal)."""
-        h = self.self_norm(x)
-        if self.self_attn.fast:
-            q, k, v = self.self_attn.qkv(h)  # [B, H, 1, dh] each
-        else:
-            q, (k, v) = self.self_attn.split(self.self_attn.to_q(h)), self.self_attn.project_kv(h)
+        q, k, v = kernels.qkv(self.self_attn, self.self_norm(x))  # [B, H, L, dh] each
         k, v = cache.append(k, v)
-        x = x + self.self_attn.attend(q, k, v, mask=mask)
+        x = x + self.self_attn.attend(q, k, v, mask=mask, kernels=kernels)
         h = self.cross_norm(x)
-        q = self.cross_attn.split(packing.linear(self.cross_attn.to_q, h))
-        x = x + self.cross_attn.attend(q, *cross_kv)
-        return x + self.ff(self.ff_norm(x))
+        q = self.cross_attn.split(kernels.linear(self.cross_attn.to_q, h))
+        x = x + self.cross_attn.attend(q, *cross_kv, kernels=kernels)
+        return x + self.ff(self.ff_norm(x), kernels)
 
 
 @dataclass
@@ -226,11 +186,7 @@ class DecodeState:
     x_in: torch.Tensor | None  # [B, N] int64 input level (for the residual term), or None
     cross_kv: list[tuple[torch.Tensor, torch.Tensor]] = field(default_factory=list)
     prefix_logits: torch.Tensor | None = None  # decoder-only: logits for token 0 [B, K]
-    packed: packing.PackedWeights | None = None  # oneDNN copies of the step weights (batched CPU steps)
-
-    def packed_weights(self):
-        """Context for one step: packed weights active when this state has them."""
-        return self.packed if self.packed is not None else contextlib.nullcontext()
+    kernels: StepKernels = PLAIN  # how its token steps multiply (see imagebart_core.fast_decode)
 
 
 class _PrefixEmbedding(nn.Module):
@@ -319,19 +275,20 @@ class EncoderDecoderScale(nn.Module):
         return self.residual(logits, x_in, scale)
 
     # -- autoregressive decoding -------------------------------------------------------------------
-    def prepare(self, x_in: torch.Tensor, scale: int, cond_tokens=None, n_tokens: int | None = None) -> DecodeState:
-        """Run the encoder once and precompute every layer's cross-attention keys/values."""
-        decode_layout(self)
+    def prepare(self, x_in: torch.Tensor, scale: int, cond_tokens=None, n_tokens: int | None = None,
+                kernels: StepKernels = PLAIN) -> DecodeState:
+        """Run the encoder once and precompute every layer's cross-attention keys/values; the token steps of
+        the state run on ``kernels``."""
         enc = self.encode(x_in, scale, cond_tokens)  # [B, L, D]
         n = n_tokens or x_in.shape[1]
         b = x_in.shape[0]
         caches = [LayerCache.empty(b, self.cfg.heads, n, self.cfg.dim_head, enc) for _ in self.decoder]
         # contiguous [B, H, L, dh]: read at every token step, and a strided layout halves attention speed
         cross = [tuple(t.contiguous() for t in blk.cross_attn.project_kv(enc)) for blk in self.decoder]
-        return DecodeState(caches=caches, x_in=x_in, cross_kv=cross, packed=step_packs(self, b))
+        return DecodeState(caches=caches, x_in=x_in, cross_kv=cross, kernels=kernels)
 
     def step_modules(self) -> list[nn.Module]:
-        """The matrices a token step multiplies by (see :mod:`imagebart_core.packed`)."""
+        """The modules whose matrices a token step multiplies by (see :mod:`imagebart_core.fast_decode`)."""
         mods: list[nn.Module] = []
         for blk in self.decoder:
             mods += [blk.self_attn, blk.self_attn.to_out, blk.cross_attn.to_q, blk.cross_attn.to_out,
@@ -344,10 +301,9 @@ class EncoderDecoderScale(nn.Module):
         if prev is None:
             prev = torch.full((b,), SOS_TOKEN, dtype=torch.long, device=self.dec_pos_emb.weight.device)
         h = self.dec_token_emb(prev[:, None]) + self.dec_pos_emb.weight[n]  # [B, 1, D]
-        with state.packed_weights():
-            for block, cache, kv in zip(self.decoder, state.caches, state.cross_kv):
-                h = block.step(h, cache, kv)
-            logits = packing.linear(self.to_logits, self.dec_norm(h))  # [B, 1, K]
+        for block, cache, kv in zip(self.decoder, state.caches, state.cross_kv):
+            h = block.step(h, cache, kv, kernels=state.kernels)
+        logits = state.kernels.linear(self.to_logits, self.dec_norm(h))  # [B, 1, K]
         if self.cfg.residual:
             logits = self.residual(logits, state.x_in[:, n : n + 1], scale)
         return logits[:, 0]
@@ -362,9 +318,8 @@ class EncoderDecoderScale(nn.Module):
             return
         h = self.dec_token_emb(inputs) + self.dec_pos_emb.weight[start : start + n]  # [B, L, D]
         mask = chunk_mask(start, n, h.device)
-        with state.packed_weights():
-            for block, cache, kv in zip(self.decoder, state.caches, state.cross_kv):
-                h = block.step(h, cache, kv, mask=mask)
+        for block, cache, kv in zip(self.decoder, state.caches, state.cross_kv):
+            h = block.step(h, cache, kv, mask=mask, kernels=state.kernels)
 
     def warm(self, state: DecodeState, written: torch.Tensor, scale: int) -> None:
         """Feed the tokens ``written`` [B, m] already in place before token m (SOS first), so that
@@ -379,7 +334,7 @@ class EncoderDecoderScale(nn.Module):
         n = state.caches[0].k.shape[2]
         like = state.cross_kv[0][0]
         caches = [LayerCache.empty(b, self.cfg.heads, n, self.cfg.dim_head, like) for _ in self.decoder]
-        return DecodeState(caches=caches, x_in=state.x_in, cross_kv=state.cross_kv, packed=state.packed)
+        return DecodeState(caches=caches, x_in=state.x_in, cross_kv=state.cross_kv, kernels=state.kernels)
 
 
 def chunk_mask(start: int, length: int, device=None) -> torch.Tensor:
@@ -431,9 +386,10 @@ class DecoderOnlyScale(nn.Module):
             h = block(h, mask=mask)
         return self.head(self.norm(h))[:, p1 - 1 :]
 
-    def prepare(self, x_in, scale: int, cond_tokens=None, n_tokens: int | None = None) -> DecodeState:
-        """Run the prefix once, filling the cache; its last position gives the logits of token 0."""
-        decode_layout(self)
+    def prepare(self, x_in, scale: int, cond_tokens=None, n_tokens: int | None = None,
+                kernels: StepKernels = PLAIN) -> DecodeState:
+        """Run the prefix once, filling the cache; its last position gives the logits of token 0. The token
+        steps of the state run on ``kernels``."""
         b = x_in.shape[0]
         n = n_tokens if n_tokens is not None else x_in.shape[1]
         prefix = self.prefix(self.token_emb, scale, cond_tokens, b)  # [B, P1, D]
@@ -445,12 +401,12 @@ class DecoderOnlyScale(nn.Module):
         h = prefix + self.pos_emb[:, :p1]
         mask = self._mask(p1, h.device)
         for block, cache in zip(self.blocks, caches):
-            h = block.step(h, cache, mask=mask)
+            h = block.step(h, cache, mask=mask, kernels=kernels.unpacked)
         logits = self.head(self.norm(h[:, -1]))  # [B, K]
-        return DecodeState(caches=caches, x_in=None, prefix_logits=logits, packed=step_packs(self, b))
+        return DecodeState(caches=caches, x_in=None, prefix_logits=logits, kernels=kernels)
 
     def step_modules(self) -> list[nn.Module]:
-        """The matrices a token step multiplies by (see :mod:`imagebart_core.packed`)."""
+        """The modules whose matrices a token step multiplies by (see :mod:`imagebart_core.fast_decode`)."""
         mods: list[nn.Module] = []
         for blk in self.blocks:
             mods += [blk.attn, blk.attn.to_out, blk.ff.fc1, blk.ff.fc2]
@@ -462,10 +418,9 @@ class DecoderOnlyScale(nn.Module):
             return state.prefix_logits
         pos = state.caches[0].length
         h = self.token_emb(prev[:, None]) + self.pos_emb[:, pos]  # [B, 1, D]
-        with state.packed_weights():
-            for block, cache in zip(self.blocks, state.caches):
-                h = block.step(h, cache)
-            return packing.linear(self.head, self.norm(h))[:, 0]
+        for block, cache in zip(self.blocks, state.caches):
+            h = block.step(h, cache, kernels=state.kernels)
+        return state.kernels.linear(self.head, self.norm(h))[:, 0]
 
     def warm(self, state: DecodeState, written: torch.Tensor, scale: int) -> None:
         """Feed the tokens ``written`` [B, m] already in place before token m (the condition prefix stands
@@ -483,54 +438,8 @@ class DecoderOnlyScale(nn.Module):
             return
         h = self.token_emb(inputs) + self.pos_emb[:, start : start + n]  # [B, L, D]
         mask = chunk_mask(start, n, h.device)
-        with state.packed_weights():
-            for block, cache in zip(self.blocks, state.caches):
-                h = block.step(h, cache, mask=mask)
-
-
-def _column_major(linear: nn.Linear) -> None:
-    """Store ``linear.weight`` [out, in] transposed in memory (strides (1, out)); values unchanged.
-
-    A token step's matrix products ``x @ W.T`` then stream W row by row, which on CPUs reads memory
-    markedly faster for one row and is no slower for a batch of 8 (measured with
-    ``python -m tools.bench`` and per-step timings in docs/performance.md).
-    """
-    w = linear.weight
-    if w.dim() == 2 and w.stride() != (1, w.shape[0]):
-        w.data = w.detach().t().contiguous().t()
-
-
-def decode_layout(module: nn.Module) -> None:
-    """Put a scale's weights in the layout fastest for token-by-token decoding (idempotent, cheap when done).
-
-    q/k/v of every attention become views into one fused [3*H*dh, D] matrix (one product per step instead of
-    three), stored column-major like every other linear weight. Memory-neutral (one matrix is copied at a
-    time) and exact: the parameter values, names, shapes and state dict do not change, and it is re-done
-    automatically after ``.to()`` or anything else that replaces the parameters.
-    """
-    if torch.is_grad_enabled() and any(p.requires_grad for p in module.parameters()):
-        # training: leave the parameters alone; the step path falls back to separate projections
-        for m in module.modules():
-            if isinstance(m, Attention):
-                m.fast = False
-        return
-    qkv = set()
-    for m in module.modules():
-        if isinstance(m, Attention):
-            if m.to_q.weight.device.type != "meta":
-                m.fuse_qkv()
-                m.fast = m.fused_ok()
-            qkv.update(id(lin) for lin in (m.to_q, m.to_k, m.to_v))
-    for m in module.modules():
-        if isinstance(m, nn.Linear) and id(m) not in qkv and m.weight.device.type != "meta":
-            _column_major(m)
-
-
-def step_packs(net: nn.Module, rows: int) -> packing.PackedWeights | None:
-    """oneDNN-packed copies of ``net``'s step weights when ``rows`` per step make them pay off, else None."""
-    if not getattr(net, "pack_steps", True) or not packing.wanted(rows, net.parameters()):
-        return None
-    return packing.shared(net, net.step_modules())
+        for block, cache in zip(self.blocks, state.caches):
+            h = block.step(h, cache, mask=mask, kernels=state.kernels)
 
 
 def build_scale(cfg: TransformerConfig, cond: ConditioningConfig, residual_alpha: float = 1.0) -> nn.Module:

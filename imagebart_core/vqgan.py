@@ -293,7 +293,6 @@ class VQGAN(nn.Module):
         self.quantize = VectorQuantizer(cfg.n_embed, cfg.embed_dim, used)
         self.quant_conv = nn.Conv2d(cfg.z_channels, cfg.embed_dim, kernel_size=1)
         self.post_quant_conv = nn.Conv2d(cfg.embed_dim, cfg.z_channels, kernel_size=1)
-        self.channels_last_decoding = False  # set by use_channels_last_decoding
 
     # -- properties ---------------------------------------------------------------------------
     @property
@@ -438,24 +437,26 @@ class VQGAN(nn.Module):
         return self.decode_latents(z_q)
 
     def decode_latents(self, z_q: torch.Tensor) -> torch.Tensor:
-        """Quantised latents float ``[B, embed_dim, h, w]`` -> ``decoder(post_quant_conv(z_q))`` ``[B, 3, h*f, w*f]``."""
+        """Quantised latents float ``[B, embed_dim, h, w]`` -> ``decoder(post_quant_conv(z_q))`` ``[B, 3, h*f, w*f]``.
+
+        Decodes in channels-last (NHWC) memory when the decoder's weights are stored that way (see
+        :func:`imagebart_core.fast_decode.decoder_layout`, applied by ``ImageBART.decode`` on CPU); the output is
+        NCHW either way and agrees to float rounding.
+        """
         if self.channels_last_decoding:
             z_q = z_q.contiguous(memory_format=torch.channels_last)
             return self.decoder(self.post_quant_conv(z_q)).contiguous()  # NHWC inside, NCHW out
         return self.decoder(self.post_quant_conv(z_q))
 
-    def use_channels_last_decoding(self) -> None:
-        """Decode in channels-last (NHWC) memory layout: store the decoder's conv weights that way.
+    @property
+    def channels_last_decoding(self) -> bool:
+        """The decoder's weights are stored channels-last (read from the weights, not a flag)."""
+        w = self.decoder.conv_in.weight  # [C_out, z_channels, 3, 3]
+        return w.is_contiguous(memory_format=torch.channels_last) and not w.is_contiguous()
 
-        Inference only (the model code switches it on for CPU sampling): NHWC convolutions decode a batch about
-        20 % faster on CPU (``python -m tools.bench``). Parameter values, names and shapes do not change;
-        outputs agree with the NCHW path to float rounding (max 6e-5 on the parity fixtures). Training keeps the
-        default layout, since switching layout mid-run would change rounding and break bit-exact resumption.
-        """
-        for m in (self.post_quant_conv, *self.decoder.modules()):
-            if isinstance(m, nn.Conv2d) and not m.weight.is_contiguous(memory_format=torch.channels_last):
-                m.weight.data = m.weight.detach().contiguous(memory_format=torch.channels_last)
-        self.channels_last_decoding = True
+    def decode_modules(self) -> list[nn.Module]:
+        """The modules that decode latents (``post_quant_conv`` and the decoder)."""
+        return [self.post_quant_conv, *self.decoder.modules()]
 
     def decode_codes(self, codes: torch.Tensor) -> torch.Tensor:
         """Decode shrunk ids.

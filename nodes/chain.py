@@ -80,26 +80,14 @@ def masked_refine(handle: ModelHandle, codes: ib.Codes, mask: torch.Tensor, seed
     """Regenerate the masked part of level-1 codes -> (codes, IMAGE [B, H, W, 3], progress).
 
     codes: any grid of at least the trained size (larger ones use sliding windows, see ``window_stride``).
-    mask: MASK [B|1, H, W] of any size (stretched to the image), 1 = regenerate. With ``composite`` the
+    mask: MASK [B|1, H, W] of any size, 1 = regenerate; passed through (the core's ``token_mask`` says which tokens
+    it regenerates); one image with several masks gives one result per mask. With ``composite`` the
     original ``image`` pixels (stretched to the encoded size) are pasted back outside the mask after decoding.
     """
     handle = check_handle(handle)
-    check_codes(handle, codes)
-    if codes.level != 1:
-        raise ValueError(f"Masked Refine needs the clean (level-1) codes of an image (from Encode); got level "
-                         f"{codes.level}")
+    check_codes(handle, codes)  # read below before the core runs; the core checks the level, grid and mask
+    codes = codes_per_mask(codes, mask)
     b = codes.batch_size
-    px = (codes.grid[0] * handle.factor, codes.grid[1] * handle.factor)
-    m = resize_mask(mask, px)  # [Bm, H, W]
-    if m.shape[0] != b:
-        if m.shape[0] == 1:
-            m = m.expand(b, *px)
-        elif b == 1:
-            codes = codes.with_tokens(codes.tokens.expand(m.shape[0], *codes.grid).contiguous())
-            b = m.shape[0]
-        else:
-            raise ValueError(f"batch mismatch: the image has {b} items but the mask has {m.shape[0]}; give one "
-                             f"mask for all or one mask per image")
     if condition is not None:
         fit_batches("image", b, "condition", cond_batch(condition))
     if composite and image is None:
@@ -110,7 +98,7 @@ def masked_refine(handle: ModelHandle, codes: ib.Codes, mask: torch.Tensor, seed
     temps, ks, ps = filter_settings(handle, temperature, top_k, top_p)
     model = bridge.prepare(handle)
     progress = bridge.ChainProgress(model)
-    out = model.masked_refine(codes, m, condition, start_level=start, passes=[int(passes)] * n if passes else None,
+    out = model.masked_refine(codes, mask, condition, start_level=start, passes=[int(passes)] * n if passes else None,
                               seed=int(seed), temperature=temps, top_k=ks, top_p=ps, guidance=float(guidance),
                               callback=progress, window_stride=stride_arg(window_stride)).cpu()
     decoded = model.decode(out)  # [B, 3, h*f, w*f]: the encoded size
@@ -135,14 +123,26 @@ def composite_onto(decoded: torch.Tensor, image: torch.Tensor, mask: torch.Tenso
     return keep[:, None] * decoded + (1 - keep[:, None]) * original  # a single original broadcasts over the batch
 
 
+def codes_per_mask(codes: ib.Codes, mask: torch.Tensor) -> ib.Codes:
+    """One image with a batch of masks: the image's codes repeated once per mask (a node convenience the core does
+    not offer); otherwise ``codes`` unchanged. A batch that fits neither is refused, naming both counts."""
+    n_masks = mask.shape[0] if torch.is_tensor(mask) and mask.ndim >= 3 else 1
+    b = codes.batch_size
+    if n_masks == b or n_masks == 1:
+        return codes
+    if b == 1:
+        return codes.with_tokens(codes.tokens.expand(n_masks, *codes.grid).contiguous())
+    raise ValueError(f"batch mismatch: the image has {b} items but the mask has {n_masks}; give one mask for all "
+                     "or one mask per image")
+
+
 def mask_warnings(handle: ModelHandle, codes: ib.Codes, mask: torch.Tensor) -> list[str]:
     """What the UI must say about a mask Masked Refine accepted: nothing to regenerate (for all or some items)."""
-    px = (codes.grid[0] * handle.factor, codes.grid[1] * handle.factor)
-    m = resize_mask(mask, px)  # [Bm, H, W]
-    empty = [i for i in range(m.shape[0]) if not bool((m[i] >= 0.5).any())]
+    regen = handle.model.token_mask(mask, codes_per_mask(codes, mask))  # [B, h, w] bool, the core's rule
+    empty = [i for i in range(regen.shape[0]) if not bool(regen[i].any())]
     if not empty:
         return []
-    which = "the mask is empty" if len(empty) == m.shape[0] else \
+    which = "the mask is empty" if len(empty) == regen.shape[0] else \
         f"the mask of item(s) {', '.join(str(i + 1) for i in empty)} is empty"
     return [f"{which} (no pixel >= 0.5 at the encoded size), so nothing is regenerated there. Paint the area to "
             "change: white in a mask, or transparent in Load Image's mask editor."]

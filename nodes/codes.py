@@ -198,8 +198,7 @@ def random_codes(handle: ModelHandle, width: int, height: int, batch: int, seed:
 def noise_codes(handle: ModelHandle, codes: ib.Codes, level: int, seed: int) -> ib.Codes:
     """Forward-noise codes to ``level`` (2 = slight change ... T = pure noise)."""
     handle = check_handle(handle)
-    check_codes(handle, codes)
-    return handle.model.noise(codes, int(level), seed=int(seed)).cpu()
+    return handle.model.noise(codes, int(level), seed=int(seed)).cpu()  # the core checks the codes and level
 
 
 class ImageBARTEncode(io.ComfyNode):

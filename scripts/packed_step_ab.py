@@ -18,17 +18,18 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a checkout without installing
 
-from imagebart_core import packed as packing  # noqa: E402
+from imagebart_core import fast_decode  # noqa: E402
 from tools.bench import build  # noqa: E402
 
 log = logging.getLogger("packed_step_ab")
 
 
-def step_ms(net: torch.nn.Module, scale: int, batch: int, vocab: int, steps: int = 60, skip: int = 10) -> float:
+def step_ms(net: torch.nn.Module, scale: int, batch: int, vocab: int, packed: bool, steps: int = 60,
+            skip: int = 10) -> float:
     x = torch.randint(0, vocab, (batch, 256), generator=torch.Generator().manual_seed(0))
     times = []
     with torch.no_grad():
-        state = net.prepare(x, scale)
+        state = net.prepare(x, scale, kernels=fast_decode.step_kernels(net, batch, pack=packed))
         prev = None
         for n in range(steps):
             t0 = time.perf_counter()
@@ -49,15 +50,12 @@ def main(argv=None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     torch.set_num_threads(a.threads)
     model = build(a.model, torch.device("cpu"), torch.float32)
-    default_rows = packing.PACKED_MIN_ROWS
     for scale in a.scales:
         net = model.scales[scale - 1]
         for batch in a.batch:
             figures = []
             for packed in (False, True, False, True):
-                packing.PACKED_MIN_ROWS = default_rows if packed else 10**9
-                figures.append(step_ms(net, scale, batch, model.config.vocab_size))
-            packing.PACKED_MIN_ROWS = default_rows
+                figures.append(step_ms(net, scale, batch, model.config.vocab_size, packed))
             log.info("scale %d batch %d: dense %.1f / %.1f ms, packed %.1f / %.1f ms per step", scale, batch,
                      figures[0], figures[2], figures[1], figures[3])
 

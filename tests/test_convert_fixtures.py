@@ -15,6 +15,7 @@ import pytest
 import torch
 
 import imagebart_core as ib
+from imagebart_core import fast_decode
 from imagebart_core.chain.sampling import TorchMultinomialSampler
 from imagebart_core.original.convert import locate_release
 
@@ -115,7 +116,8 @@ def test_vqgan_features_codes_and_decoding_match_original(models, name):
         assert torch.equal(model.vqgan.shrunk_to_full(exp["vqgan.decode_tokens"]), exp["vqgan.decode_vq_ids"])
         # the channels-last (NHWC) decoding that ImageBART.decode uses on CPU agrees with the original too
         fast = copy.deepcopy(model.vqgan)
-        fast.use_channels_last_decoding()
+        fast_decode.decoder_layout(fast)
+        assert fast.channels_last_decoding
         assert fast.decoder.conv_in.weight.is_contiguous(memory_format=torch.channels_last)
         nhwc = fast.decode_codes(exp["vqgan.decode_tokens"].view(2, 16, 16))
         assert nhwc.is_contiguous()

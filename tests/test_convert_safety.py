@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from imagebart_core.original.convert import ConversionError, convert_release, locate_release, main
+from imagebart_core.original.convert import ConversionError, convert_release, locate_release, main, plan_conversion
 from imagebart_core.original.safe_pickle import (
     OriginalFileError,
     RefusedGlobalError,
@@ -144,6 +144,18 @@ def test_yaml_trailing_gt_is_stripped_and_bad_yaml_reported(tmp_path):
 def test_release_sampling_yaml_with_stray_gt_parses():
     files = locate_release(FIXTURES / CIN, CIN)
     assert len(files.checkpoints) == 5 and files.configs[0].name == "imagenet-custom-scale1.yaml"
+
+
+@needs_fixtures
+def test_plan_conversion_leaves_its_argument_unchanged():
+    import dataclasses
+
+    files = locate_release(FIXTURES / CIN, CIN)
+    files.indices = files.vqgan_checkpoint = files.schedule_pickle = None  # left for plan_conversion to resolve
+    before = dataclasses.asdict(files)
+    plan = plan_conversion(files, hash_files=False)
+    assert dataclasses.asdict(files) == before
+    assert plan.files is not files and plan.files.checkpoints == files.checkpoints
 
 
 @needs_fixtures

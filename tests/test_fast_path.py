@@ -16,7 +16,8 @@ import imagebart_core as ib
 from imagebart_core import rng
 from imagebart_core.chain.sampling import Known, PerItemSampler, TokenFilter
 from imagebart_core.chain.transition import run_transition
-from imagebart_core.transformer import Attention, decode_layout
+from imagebart_core.fast_decode import fused_views, step_kernels
+from imagebart_core.transformer import PLAIN, Attention
 
 
 @pytest.fixture(autouse=True)
@@ -120,8 +121,8 @@ def test_fast_path_equals_full_recomputation(conditioning, residual, guidance):
             assert torch.equal(got, want), f"scale {scale}: tokens differ"
             torch.testing.assert_close(got_logits, want_logits, atol=1e-5, rtol=0)
     # the fast layout really was in use
-    assert all(m.fast for m in model.modules() if isinstance(m, Attention))
-    assert not any(getattr(m, "fast", False) for m in reference.modules() if isinstance(m, Attention))
+    assert all(fused_views(m) is not None for m in model.modules() if isinstance(m, Attention))
+    assert not any(fused_views(m) is not None for m in reference.modules() if isinstance(m, Attention))
 
 
 def test_fast_path_with_known_tokens():
@@ -147,13 +148,13 @@ def test_layout_keeps_parameters_and_state_dict():
     before = {k: v.clone() for k, v in model.state_dict().items()}
     for scale in model.scales:
         with torch.no_grad():
-            decode_layout(scale)
+            step_kernels(scale, 1)
     after = model.state_dict()
     assert before.keys() == after.keys()
     for k in before:
         assert torch.equal(before[k], after[k]), k
     attn = model.scales[0].decoder[0].self_attn
-    assert attn.fast and attn.to_q.weight.shape == before["scales.0.decoder.0.self_attn.to_q.weight"].shape
+    assert fused_views(attn) is not None and attn.to_q.weight.shape == before["scales.0.decoder.0.self_attn.to_q.weight"].shape
     # teacher-forced logits are unchanged by the layout
     ref = _model("class", True)
     x = torch.randint(0, model.config.vocab_size, (2, 16))
@@ -171,22 +172,24 @@ def test_batched_sampling_equals_one_item_at_a_time():
         assert torch.equal(alone.tokens[0], together.tokens[i])
 
 
-def test_layout_survives_dtype_round_trip_and_sample_is_reproducible():
+def test_layout_survives_dtype_round_trip_and_sample_is_reproducible(monkeypatch):
+    from imagebart_core import fast_decode
+
     model = _model("none", True)
-    first = model.sample(2, seed=5)
-    model.to_runtime("cpu", torch.float64).to_runtime("cpu", torch.float32)  # replaces every parameter
     attn = model.scales[0].decoder[0].self_attn
-    assert not attn.fast  # the fused matrix was dropped with the old parameters
+    assert fused_views(attn) is None  # building or loading a model leaves its weights as they are
+    first = model.sample(2, seed=5)
+    assert fused_views(attn) is not None  # sampling laid the scale out for decoding
+    model.to_runtime("cpu", torch.float64).to_runtime("cpu", torch.float32)  # replaces every parameter
+    assert fused_views(attn) is None  # the fused matrix went with the old parameters
     second = model.sample(2, seed=5)
-    assert attn.fast
+    assert fused_views(attn) is not None
     assert torch.equal(first.tokens, second.tokens)
-    # a model that never took the fast layout samples the same tokens
+    # a model that never took the fast layout (plain kernels: separate projections) samples the same tokens
     plain = _model("none", True)
-    for m in plain.modules():
-        if isinstance(m, Attention):
-            m.fuse_qkv = lambda: None  # keep separate projections (the fallback step path)
+    monkeypatch.setattr(fast_decode, "step_kernels", lambda net, rows, pack=True: PLAIN)
     third = plain.sample(2, seed=5)
-    assert not plain.scales[0].decoder[0].self_attn.fast
+    assert fused_views(plain.scales[0].decoder[0].self_attn) is None
     assert torch.equal(first.tokens, third.tokens)
 
 
@@ -196,8 +199,8 @@ def test_layout_is_skipped_while_training():
     for p in scale.parameters():
         p.requires_grad_(True)
     with torch.enable_grad():
-        decode_layout(scale)
-    assert not any(m.fast for m in scale.modules() if isinstance(m, Attention))
+        assert step_kernels(scale, 4) is PLAIN
+    assert not any(fused_views(m) is not None for m in scale.modules() if isinstance(m, Attention))
     assert scale.decoder[0].self_attn.to_q.weight.is_contiguous()
 
 
@@ -254,7 +257,10 @@ def test_batched_steps_use_packed_weights_with_the_same_result(monkeypatch):
     assert torch.equal(packed.tokens, dense.tokens)
 
 
-def test_packed_weights_are_shared_renewed_after_an_update_and_freed():
+def test_packed_weights_are_made_per_call_renewed_after_an_update_and_freed():
+    import gc
+    import weakref
+
     from imagebart_core import packed as packing
 
     if not torch.backends.mkldnn.is_available():
@@ -263,20 +269,26 @@ def test_packed_weights_are_shared_renewed_after_an_update_and_freed():
     net = model.scales[0]
     x = torch.randint(0, model.config.vocab_size, (packing.PACKED_MIN_ROWS, 16), generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
-        first = net.prepare(x, 1)
-        second = net.prepare(x, 1)
-        assert first.packed is not None and second.packed is first.packed  # one copy per scale
+        kernels = step_kernels(net, packing.PACKED_MIN_ROWS)
+        first = net.prepare(x, 1, kernels=kernels)
+        second = net.prepare(x, 1, kernels=kernels)
+        assert first.kernels.packed is not None and second.kernels.packed is first.kernels.packed  # shared
+        assert kernels.packed.valid()
         net.decoder[0].ff.fc1.weight.mul_(1.5)  # e.g. a training step: the packed copy is stale
-        assert not first.packed.valid()
-        third = net.prepare(x, 1)
-        assert third.packed is not first.packed and third.packed.valid()
+        assert not kernels.packed.valid()
+        renewed = step_kernels(net, packing.PACKED_MIN_ROWS)
+        third = net.prepare(x, 1, kernels=renewed)
+        assert renewed.packed is not kernels.packed and renewed.packed.valid()
         got = net.step(third, 0, None, 1)
         want = net(x, torch.zeros_like(x), 1)[:, 0]  # teacher-forced, dense, updated weights
         torch.testing.assert_close(got, want, atol=1e-5, rtol=0)
-        one_row = net.prepare(x[:1], 1)
-        assert one_row.packed is None  # a single row streams faster without packing
-    del first, second, third
-    assert net._packed_ref() is None  # freed with the last state that used it
+        assert step_kernels(net, 1).packed is None  # a single row streams faster without packing
+        assert step_kernels(net, packing.PACKED_MIN_ROWS, pack=False).packed is None
+        assert not any(isinstance(v, packing.PackedWeights) for v in vars(net).values())  # nothing attached
+    gone = weakref.ref(renewed.packed)
+    del kernels, first, second, third, renewed
+    gc.collect()
+    assert gone() is None  # freed with the last state that used it
 
 
 def test_packed_steps_can_be_turned_off(monkeypatch):
@@ -285,7 +297,8 @@ def test_packed_steps_can_be_turned_off(monkeypatch):
     model = _model("none", False)
     built = []
     build = packing.PackedWeights.build
-    monkeypatch.setattr(packing.PackedWeights, "build", classmethod(lambda cls, mods: built.append(1) or build(mods)))
+    monkeypatch.setattr(packing.PackedWeights, "build",
+                        classmethod(lambda cls, mods, fused: built.append(1) or build(mods, fused)))
     assert model.packed_steps
     model.packed_steps = False
     off = model.sample(3, seed=2)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 import imagebart_core as ib
 from imagebart_core.chain.sampling import TokenFilter
@@ -76,10 +77,46 @@ def test_masked_refinement_from_a_lower_start_level_and_upper_half(tiny_model):
     assert torch.equal(nothing.tokens, codes.tokens)
 
 
+def test_a_mask_of_any_size_follows_the_one_token_rule(tiny_model):
+    """Grid 4x4, factor 4 (image 16x16): the documented rule of ImageBART.token_mask for every size and layout."""
+    codes = tiny_model.sample(2, seed=0)
+    one = torch.zeros(2, 4, 4, dtype=torch.bool)
+    one[:, 1, 1] = True
+    image_size = torch.zeros(16, 16)
+    image_size[5, 6] = 0.7  # one pixel >= 0.5 regenerates the token covering it: (5 // 4, 6 // 4)
+    assert torch.equal(tiny_model.token_mask(image_size, codes), one)
+    assert torch.equal(tiny_model.token_mask(image_size[None, None].expand(2, 1, 16, 16), codes), one)  # [B,1,H,W]
+    grid_size = torch.zeros(1, 4, 4)
+    grid_size[0, 1, 1], grid_size[0, 2, 3] = 0.5, 0.49  # at the grid: each token by its own value
+    assert torch.equal(tiny_model.token_mask(grid_size, codes), one)
+    # another size is stretched (bilinear) to the image first: the left half of a 40x40 mask is the left half
+    half = torch.zeros(40, 40)
+    half[:, :20] = 1.0
+    left = torch.zeros(2, 4, 4, dtype=torch.bool)
+    left[:, :, :2] = True
+    assert torch.equal(tiny_model.token_mask(half, codes), left)
+    odd = torch.rand(2, 23, 37, generator=torch.Generator().manual_seed(4)) ** 3  # mostly < 0.5
+    stretched = F.interpolate(odd[:, None], size=(16, 16), mode="bilinear", align_corners=False)[:, 0].clamp(0, 1)
+    got = tiny_model.token_mask(odd, codes)
+    assert torch.equal(got, tiny_model.token_mask(stretched, codes)) and 0 < int(got.sum()) < got.numel()
+    # masked refinement takes it as it is: the 40x40 mask and the same mask at image size give the same tokens
+    a = tiny_model.masked_refine(codes, half, seed=2)
+    b = tiny_model.masked_refine(codes, half[::5, ::5].repeat_interleave(2, 0).repeat_interleave(2, 1), seed=2)
+    assert torch.equal(a.tokens, b.tokens) and torch.equal(a.tokens[:, :, 2:], codes.tokens[:, :, 2:])
+    # bad masks are still refused, naming the problem
+    nan = torch.zeros(16, 16)
+    nan[0, 0] = float("nan")
+    for bad, match in [(nan, "NaN"), (torch.ones(3, 16, 16), "batch"), (torch.ones(0, 16), "empty"),
+                       (torch.ones(2, 16, 0), "empty"), (torch.ones(2, 2, 16, 16), r"\[B, 1, H, W\]"),
+                       (torch.ones(16), r"\[H, W\]"), ([[1.0]], "tensor")]:
+        with pytest.raises(ValueError, match=match):
+            tiny_model.token_mask(bad, codes)
+        with pytest.raises(ValueError, match=match):
+            tiny_model.masked_refine(codes, bad, seed=0)
+
+
 def test_mask_and_codes_errors(tiny_model, class_model):
     codes = tiny_model.sample(2, seed=0)
-    with pytest.raises(ValueError, match="resize the mask|Resize the mask"):
-        tiny_model.masked_refine(codes, torch.ones(2, 20, 20))
     with pytest.raises(ValueError, match="batch"):
         tiny_model.masked_refine(codes, torch.ones(3, 16, 16))
     foreign = class_model.sample(1, cond=class_model.class_condition(0), seed=0)

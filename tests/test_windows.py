@@ -37,9 +37,9 @@ def spy_on(net, seen):
     """Record the input lengths and positions the network is run on."""
     original_prepare, original_feed, original_step = net.prepare, net.feed, net.step
 
-    def prepare(x_in, scale, cond_tokens=None, n_tokens=None):
+    def prepare(x_in, scale, cond_tokens=None, n_tokens=None, **kwargs):
         seen.append(("input", x_in.shape[1]))
-        return original_prepare(x_in, scale, cond_tokens, n_tokens)
+        return original_prepare(x_in, scale, cond_tokens, n_tokens, **kwargs)
 
     def feed(state, inputs, scale):
         seen.append(("position", state.caches[0].length + inputs.shape[1] - 1))

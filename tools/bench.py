@@ -1,7 +1,8 @@
 """Speed and memory benchmark of the sampling chain: ``python -m tools.bench``.
 
 Times the whole chain (every scale, then the VQGAN decode) and each scale's parts: the encoder
-(``prepare``: encoder pass, cross-attention keys/values, cache allocation), the token loop and the
+(the transition's set-up: the explicit decode step ``fast_decode.step_kernels`` and ``prepare``: encoder pass,
+cross-attention keys/values, cache allocation; the time to the first token less one step), the token loop and the
 VQGAN decode; reports tokens per second and peak memory (process RSS on CPU, allocated memory on
 CUDA). The model is a native model file or one of the seven released architectures at full size
 with random weights (``--model ffhq_4_scales_geometric``), or ``tiny`` (a smoke-test config).
@@ -197,19 +198,12 @@ class ScaleTiming:
     tokens_timed: int
 
 
-def _timed_prepare(net, device, marks: dict):
-    """A stand-in for ``net.prepare`` that records its start and end times in ``marks``."""
-    original = net.prepare
-
-    def prepare(*args, **kwargs):
-        _sync(device)
-        marks["prepare_start"] = time.perf_counter()
-        state = original(*args, **kwargs)
-        _sync(device)
-        marks["prepare_end"] = time.perf_counter()
-        return state
-
-    return prepare
+def _split(start: float, first: float, last: float, n: int, timed: int) -> tuple[float, float]:
+    """(encoder seconds, token-loop seconds for all ``n`` tokens) of a transition that started at ``start``, wrote
+    its first token at ``first`` and token ``timed - 1`` at ``last``. The transition's set-up (the explicit decode
+    step ``fast_decode.step_kernels`` and the scale's ``prepare``) is the time to the first token less one step."""
+    step = (last - first) / max(timed - 1, 1)
+    return max(first - start - step, 0.0), (last - first + step) * n / timed
 
 
 def time_scales(model: ImageBART, batch: int, scales: Sequence[int], cond, seed: int,
@@ -226,24 +220,22 @@ def time_scales(model: ImageBART, batch: int, scales: Sequence[int], cond, seed:
         codes = model.random_codes(batch, seed=seed)
         codes = Codes(codes.tokens, s + 1, codes.codebook_id, codes.vocab_size)
         marks: dict[str, float] = {}
-        wrapped = _timed_prepare(net, device, marks)
 
         def callback(p, marks=marks):
-            if p.token == limit - 1:
+            if p.token in (0, limit - 1):
                 _sync(device)
-                marks["last"] = time.perf_counter()
-                if limit < n:
+                marks["first" if p.token == 0 else "last"] = time.perf_counter()
+                if p.token == limit - 1 and limit < n:
                     raise _Stop
 
-        net.prepare = wrapped
+        _sync(device)
+        start = time.perf_counter()
         try:
             model.reverse_step(codes, cond, steps=1, seed=seed, callback=callback)
         except _Stop:
             pass
-        finally:
-            del net.prepare  # back to the class method
-        loop = (marks["last"] - marks["prepare_end"]) * n / limit
-        out.append(ScaleTiming(s, net.cfg.kind, marks["prepare_end"] - marks["prepare_start"], loop, n, limit))
+        encoder, loop = _split(start, marks["first"], marks["last"], n, limit)
+        out.append(ScaleTiming(s, net.cfg.kind, encoder, loop, n, limit))
     return out
 
 
@@ -252,31 +244,25 @@ def time_chain(model: ImageBART, batch: int, cond, seed: int) -> tuple[float, fl
     device = model.device
     n = model.config.grid[0] * model.config.grid[1]
     marks: dict[int, dict[str, float]] = {s: {} for s in range(1, model.n_scales + 1)}
-    for s, net in enumerate(model.scales, start=1):
-        net.prepare = _timed_prepare(net, device, marks[s])
 
     def callback(p):
-        if p.token == p.n_tokens - 1:
+        if p.token in (0, p.n_tokens - 1):
             _sync(device)
-            marks[p.scale]["last"] = time.perf_counter()
+            marks[p.scale]["first" if p.token == 0 else "last"] = time.perf_counter()
 
-    try:
-        _sync(device)
-        t0 = time.perf_counter()
-        codes = model.sample(batch, cond, seed=seed, callback=callback)
-        _sync(device)
-        t1 = time.perf_counter()
-        model.decode(codes)
-        _sync(device)
-        t2 = time.perf_counter()
-    finally:
-        for net in model.scales:
-            del net.prepare
-    scales = [
-        ScaleTiming(s, model.scales[s - 1].cfg.kind, m["prepare_end"] - m["prepare_start"],
-                    m["last"] - m["prepare_end"], n, n)
-        for s, m in marks.items()
-    ]
+    _sync(device)
+    t0 = time.perf_counter()
+    codes = model.sample(batch, cond, seed=seed, callback=callback)
+    _sync(device)
+    t1 = time.perf_counter()
+    model.decode(codes)
+    _sync(device)
+    t2 = time.perf_counter()
+    scales = []
+    for s in range(1, model.n_scales + 1):  # the chain runs scale n_scales first; each starts where the last ended
+        start = t0 if s == model.n_scales else marks[s + 1]["last"]
+        encoder, loop = _split(start, marks[s]["first"], marks[s]["last"], n, n)
+        scales.append(ScaleTiming(s, model.scales[s - 1].cfg.kind, encoder, loop, n, n))
     return t2 - t0, t2 - t1, scales
 
 

@@ -73,29 +73,40 @@ def token_filters(model: ImageBART, temperature, top_k, top_p) -> list[TokenFilt
 
 
 def token_mask(model: ImageBART, mask: torch.Tensor, codes: Codes) -> torch.Tensor:
-    """Pixel mask [B|1, H, W] (or [H, W]) at image size, or a token mask at grid size, 1 = regenerate,
-    -> bool [B, h, w]. A token is regenerated if any pixel it covers is >= 0.5. NaN / inf are refused."""
+    """THE mask -> token rule. mask: float (or bool) [H, W], [B|1, H, W] or [B|1, 1, H, W] of any size, 1 =
+    regenerate; -> bool [B, h, w] for ``codes`` (grid h x w, B items, factor f):
+
+    * at the token grid (h x w): a token is regenerated where its mask value is >= 0.5;
+    * at the image size (h*f x w*f): a token is regenerated if any pixel it covers is >= 0.5;
+    * any other size: the mask is first stretched (bilinear, values clamped to 0..1) to the image size, then as
+      above (what a ComfyUI MASK drawn at another resolution means).
+
+    A mask of batch 1 applies to every item. NaN / inf, empty dimensions, other layouts and a batch other than 1
+    or B are refused.
+    """
     if not torch.is_tensor(mask):
         raise ValueError("mask must be a tensor [B, H, W] (1 = regenerate)")
     m = validate.finite_mask(mask)
-    if m.ndim == 2:
+    if m.ndim == 4 and m.shape[1] == 1:
+        m = m[:, 0]  # [B, 1, H, W] -> [B, H, W]
+    elif m.ndim == 2:
         m = m[None]
     if m.ndim != 3:
-        raise ValueError(f"mask must be [B, H, W], got {tuple(mask.shape)}")
+        raise ValueError(f"mask must be [H, W], [B, H, W] or [B, 1, H, W], got {tuple(mask.shape)}")
+    if 0 in m.shape:
+        raise ValueError(f"mask is empty (shape {tuple(mask.shape)}); give at least one row and column")
     b = codes.batch_size
     if m.shape[0] not in (1, b):
         raise ValueError(f"mask batch {m.shape[0]} does not match the codes batch {b}")
     h, w = codes.grid
     f = model.config.vqgan.factor
-    if tuple(m.shape[1:]) == (h * f, w * f):
-        tok = F.max_pool2d((m >= MASK_THRESHOLD).float()[:, None], kernel_size=f)[:, 0] > 0
-    elif tuple(m.shape[1:]) == (h, w):
+    if tuple(m.shape[1:]) == (h, w):
         tok = m >= MASK_THRESHOLD
     else:
-        raise ValueError(
-            f"mask is {m.shape[1]}x{m.shape[2]}; it must match the image ({h * f}x{w * f} px) "
-            f"or the token grid ({h}x{w}). Resize the mask to the image first."
-        )
+        if tuple(m.shape[1:]) != (h * f, w * f):  # another size: stretch to the image
+            m = F.interpolate(m[:, None], size=(h * f, w * f), mode="bilinear", align_corners=False)[:, 0]
+            m = m.clamp(0.0, 1.0)
+        tok = F.max_pool2d((m >= MASK_THRESHOLD).float()[:, None], kernel_size=f)[:, 0] > 0  # [B, h, w]
     return tok.expand(b, h, w).to(model.device)
 
 
@@ -144,7 +155,8 @@ def _transition(model: ImageBART, scale: int, x_in: torch.Tensor, *, cond_plan, 
         return run_transition(net, x_in, scale, window=tuple(model.config.grid), cond_sets=cond_sets,
                               weights_at=weights_at, token_filter=token_filter, sampler=sampler,
                               null_tokens=null_tokens, guidance=guidance, known=known, stride=stride,
-                              on_token=on_token, sampler_key=sampler_key, cache_bytes=model.window_cache_bytes)
+                              on_token=on_token, sampler_key=sampler_key, cache_bytes=model.window_cache_bytes,
+                              pack=model.packed_steps)
 
 
 # -- the operations ----------------------------------------------------------------------------------------

@@ -8,7 +8,8 @@ starts a fresh decode state (the encoder output is kept in a :class:`~.windows.W
 windows lasts) and feeds the window's already written prefix in one causal pass.
 
 Each token goes through the one :class:`~.sampling.TokenStep` (condition blend, guidance, known tokens,
-filtering, the draw).
+filtering, the draw). The network's token steps run on the kernels that
+:func:`~imagebart_core.fast_decode.step_kernels` makes for the transition (the decode layout, packed weights).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from collections.abc import Callable, Sequence
 
 import torch
 
+from .. import fast_decode
 from .sampling import Known, TokenFilter, TokenSampler, TokenStep
 from .windows import DEFAULT_WINDOW_CACHE_BYTES, WindowCache, check_stride, default_stride, window_origin
 
@@ -38,6 +40,7 @@ def run_transition(
     on_token: Callable[[int, torch.Tensor], None] | None = None,
     sampler_key: object = None,
     cache_bytes: int = DEFAULT_WINDOW_CACHE_BYTES,
+    pack: bool = True,
 ) -> torch.Tensor:
     """Sample level ``scale`` from ``x_in``, the codes of level ``scale + 1``.
 
@@ -49,6 +52,7 @@ def run_transition(
     ``on_token(n, out)`` is called after each token with out int64 [B, H*W] (progress, cancel).
     ``sampler_key`` names the transition's random stream (default ``("scale", scale)``).
     ``cache_bytes`` bounds the kept window encoder states (see :class:`~.windows.WindowCache`).
+    ``pack``: batched CPU steps may use oneDNN-packed weights (see :func:`~imagebart_core.fast_decode.step_kernels`).
     Returns int64 [B, H, W].
     """
     b, hh, ww = x_in.shape
@@ -66,6 +70,7 @@ def run_transition(
     groups = list(cond_sets) + ([null_tokens] if guided else [])
     rows = len(groups)
     cond_all = None if groups[0] is None else torch.cat(list(groups))  # [rows * B, P]
+    kernels = fast_decode.step_kernels(net, rows * b, pack=pack)  # the decode layout, once per transition
     sampler.begin(b, n_total, ("scale", scale) if sampler_key is None else sampler_key)
     out = torch.zeros(b, hh, ww, dtype=torch.long, device=x_in.device)
     flat = out.view(b, n_total)  # [B, H*W], shares out's memory
@@ -85,7 +90,8 @@ def run_transition(
             m = (i - r0) * w + (j - c0)  # local raster index inside the window
             if (r0, c0) != current or m != next_local:  # a new window, or a jump inside one
                 written = out[:, r0 : r0 + h, c0 : c0 + w].reshape(b, h * w)[:, :m].repeat(rows, 1)  # [rows*B, m]
-                state = _window_state(net, encoded, x_in, (r0, c0), window, scale, cond_all, rows, one_window)
+                state = _window_state(net, encoded, x_in, (r0, c0), window, scale, cond_all, rows, one_window,
+                                      kernels)
                 net.warm(state, written, scale)
                 prev = written[:, -1] if m > 0 else None
                 if n_sets > 1:
@@ -104,17 +110,17 @@ def run_transition(
     return out
 
 
-def _window_state(net, encoded: WindowCache, x_in, origin, window, scale, cond_all, rows, one_window):
+def _window_state(net, encoded: WindowCache, x_in, origin, window, scale, cond_all, rows, one_window, kernels):
     """A fresh decode state for one window; an encoder runs once per window while the window is cached."""
     r0, c0 = origin
     h, w = window
     b = x_in.shape[0]
     crop = x_in[:, r0 : r0 + h, c0 : c0 + w].reshape(b, h * w).repeat(rows, 1)  # [rows*B, h*w]
     if one_window or not net.keeps_encoder_state:  # never revisited, or nothing worth keeping
-        return net.prepare(crop, scale, cond_all, h * w)
+        return net.prepare(crop, scale, cond_all, h * w, kernels=kernels)
     kept = encoded.get(origin)
     if kept is None:
-        state = net.prepare(crop, scale, cond_all, h * w)
+        state = net.prepare(crop, scale, cond_all, h * w, kernels=kernels)
         encoded.put(origin, state)
         return state
     return net.fresh_state(kept)

@@ -24,7 +24,7 @@ import gc
 import logging
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -192,9 +192,12 @@ def _check_transformer_keys(sd: dict[str, torch.Tensor], where: str) -> tuple[li
 
 
 def plan_conversion(files: ReleaseFiles, weights: str = "ema", hash_files: bool = True) -> Plan:
-    """Read configs and check every checkpoint; decide the output layout. Writes nothing."""
+    """Read configs and check every checkpoint; decide the output layout. Writes nothing, and leaves ``files`` as
+    given: the paths it resolves (shrink list, VQGAN checkpoint, schedule pickle) are in the returned plan's
+    ``files``."""
     if weights not in ("ema", "raw"):
         raise ValueError("weights must be 'ema' or 'raw'")
+    files = replace(files)  # resolved below; the caller's object is not changed
     for p in files.checkpoints + files.configs:
         if not Path(p).is_file():
             raise FileNotFoundError(f"release file missing: {p}")

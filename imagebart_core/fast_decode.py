@@ -1,0 +1,161 @@
+"""The runtime step that makes a model fast to sample from: weight layouts and the kernels of the token steps.
+
+The networks (:mod:`~imagebart_core.transformer`, :mod:`~imagebart_core.vqgan`) are pure modules; this module is
+the one place that lays their weights out for decoding and builds the kernels their token steps run on. It is
+applied explicitly, never as a side effect of a query:
+
+* :func:`step_kernels` (called by :func:`~imagebart_core.chain.transition.run_transition` once per transition,
+  and passed to the scale's ``prepare``): q/k/v of every attention become views of one fused [3*H*dh, D] matrix
+  (one product per token step instead of three), every other linear weight is stored column-major (streams
+  fastest for the few rows of a token step), and with two or more rows on CPU the step matrices get
+  oneDNN-packed copies (:mod:`~imagebart_core.packed`). The returned :class:`FastKernels` carries all of it; the
+  decode states hold it, nothing is attached to the modules. Values, names, shapes and state dict are unchanged;
+  the layout is found again from the parameters themselves (no flag to go stale) and re-made after ``.to()`` or
+  anything else that replaces them.
+* :func:`decoder_layout` (called by ``ImageBART.decode`` on CPU): the VQGAN's convolution weights in channels-last
+  memory (faster NHWC convolutions on CPU); ``VQGAN.decode_latents`` follows the weights' layout.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .packed import PackedLinear, PackedWeights, params_of, wanted
+from .transformer import PLAIN, Attention, StepKernels
+
+#: (weight [3*H*dh, D] column-major, bias [3*H*dh] or None, the parameters it is made of)
+FusedQKV = tuple[torch.Tensor, "torch.Tensor | None", tuple[torch.Tensor, ...]]
+
+
+class FastKernels(StepKernels):
+    """Token-step kernels on the decode layout: fused q/k/v products, and oneDNN-packed copies when given.
+
+    ``fused`` maps id(attention) -> :data:`FusedQKV`; ``packed`` the packed step matrices (or None).
+    """
+
+    def __init__(self, fused: dict[int, FusedQKV], packed: PackedWeights | None = None):
+        self.fused = fused
+        self.packed = packed
+        self._unpacked = self if packed is None else FastKernels(fused)
+
+    def _packed_for(self, module: nn.Module, x: torch.Tensor) -> PackedLinear | None:
+        return None if self.packed is None else self.packed.get(module, x)
+
+    def linear(self, module: nn.Linear, x: torch.Tensor) -> torch.Tensor:
+        packed = self._packed_for(module, x)
+        return packed(x) if packed is not None else module(x)
+
+    def qkv(self, attn: Attention, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        fused = self.fused.get(id(attn))
+        if fused is None:
+            return super().qkv(attn, x)
+        b, n, _ = x.shape
+        packed = self._packed_for(attn, x)
+        out = packed(x) if packed is not None else F.linear(x, fused[0], fused[1])  # [B, L, 3*H*dh]
+        out = out.view(b, n, 3, attn.heads, attn.dim_head).permute(2, 0, 3, 1, 4)  # [3, B, H, L, dh]
+        return out[0], out[1], out[2]
+
+    @property
+    def unpacked(self) -> FastKernels:
+        return self._unpacked
+
+
+def step_kernels(net: nn.Module, rows: int, pack: bool = True) -> StepKernels:
+    """Lay ``net`` (one scale) out for token-by-token decoding and return the kernels for its token steps.
+
+    rows: the rows of one token step (batch x condition sets, x2 with guidance); with ``pack`` and at least
+    :data:`~imagebart_core.packed.PACKED_MIN_ROWS` rows of CPU float32 the step matrices are packed for oneDNN.
+    While training (gradients on and parameters that need them) or on the meta device the weights are left as
+    they are and the plain kernels are returned. Idempotent and cheap when the layout is already in place.
+    """
+    params = list(net.parameters())
+    if any(p.device.type == "meta" for p in params):
+        return PLAIN
+    if torch.is_grad_enabled() and any(p.requires_grad for p in params):
+        return PLAIN
+    fused: dict[int, FusedQKV] = {}
+    qkv_linears = set()
+    for m in net.modules():
+        if isinstance(m, Attention):
+            fused[id(m)] = fuse_qkv(m)
+            qkv_linears.update(id(lin) for lin in (m.to_q, m.to_k, m.to_v))
+    for m in net.modules():
+        if isinstance(m, nn.Linear) and id(m) not in qkv_linears:
+            column_major(m)
+    packed = None
+    if pack and wanted(rows, params):
+        packed = PackedWeights.build(net.step_modules(), fused)
+    return FastKernels(fused, packed)
+
+
+def fuse_qkv(attn: Attention) -> FusedQKV:
+    """Make q/k/v weights of ``attn`` row blocks of one [3*H*dh, D] matrix (the parameters become views of it)
+    and return it; when they already are, just find it again.
+
+    The matrix is stored transposed in memory (strides (1, 3*H*dh)), which streams fastest for the few-row
+    products of a token step on CPU. Values unchanged; memory-neutral (one matrix is copied at a time).
+    """
+    lins = (attn.to_q, attn.to_k, attn.to_v)
+    sources = sum((params_of(lin) for lin in lins), ())
+    found = fused_views(attn)
+    if found is not None:
+        return (*found, sources)
+    q = attn.to_q.weight
+    inner, dim = q.shape
+    weight = torch.empty(dim, 3 * inner, dtype=q.dtype, device=q.device).t()  # [3*inner, D], column-major
+    for i, lin in enumerate(lins):
+        weight[i * inner : (i + 1) * inner].copy_(lin.weight.detach())
+        lin.weight.data = weight[i * inner : (i + 1) * inner]  # [inner, D] view
+    bias = None
+    if attn.to_q.bias is not None:
+        bias = torch.cat([lin.bias.detach() for lin in lins])  # [3*inner]
+        for i, lin in enumerate(lins):
+            lin.bias.data = bias[i * inner : (i + 1) * inner]
+    return weight, bias, sources
+
+
+def fused_views(attn: Attention) -> tuple[torch.Tensor, torch.Tensor | None] | None:
+    """The fused (weight, bias) that q/k/v of ``attn`` are consecutive views of, or None if they are not."""
+    lins = (attn.to_q, attn.to_k, attn.to_v)
+    q = attn.to_q.weight
+    inner, dim = q.shape
+    if q.stride() != (1, 3 * inner):
+        return None
+    storage = q.untyped_storage().data_ptr()
+    for i, lin in enumerate(lins):
+        w = lin.weight
+        if (w.dtype != q.dtype or w.device != q.device or w.shape != q.shape or w.stride() != q.stride()
+                or w.untyped_storage().data_ptr() != storage or w.storage_offset() != q.storage_offset() + i * inner):
+            return None
+    weight = q.detach().as_strided((3 * inner, dim), (1, 3 * inner))  # [3*inner, D]
+    if attn.to_q.bias is None:
+        return weight, None
+    qb = attn.to_q.bias
+    bstorage = qb.untyped_storage().data_ptr()
+    for i, lin in enumerate(lins):
+        b = lin.bias
+        if (b is None or b.stride() != (1,) or b.untyped_storage().data_ptr() != bstorage
+                or b.storage_offset() != qb.storage_offset() + i * inner):
+            return None
+    return weight, qb.detach().as_strided((3 * inner,), (1,))
+
+
+def column_major(linear: nn.Linear) -> None:
+    """Store ``linear.weight`` [out, in] transposed in memory (strides (1, out)); values unchanged.
+
+    A token step's matrix products ``x @ W.T`` then stream W row by row, which on CPUs reads memory markedly
+    faster for one row and is no slower for a batch of 8 (``python -m tools.bench``, docs/performance.md).
+    """
+    w = linear.weight
+    if w.dim() == 2 and w.stride() != (1, w.shape[0]):
+        w.data = w.detach().t().contiguous().t()
+
+
+def decoder_layout(vqgan: nn.Module) -> None:
+    """Store the convolution weights of ``vqgan``'s decoder path channels-last (faster NHWC convolutions on CPU);
+    values unchanged, idempotent. ``VQGAN.decode_latents`` then decodes in channels-last memory."""
+    for m in vqgan.decode_modules():
+        if isinstance(m, nn.Conv2d) and not m.weight.is_contiguous(memory_format=torch.channels_last):
+            m.weight.data = m.weight.detach().contiguous(memory_format=torch.channels_last)
