@@ -71,7 +71,7 @@ class DemoSettings:
     seed: int = 0
 
 
-def _python(module: str, *args: object) -> list[str]:
+def module_command(module: str, *args: object) -> list[str]:
     """``python -m <module> args``; "training.x" names this package's module x (``imagebart_training.x`` when
     installed from the wheel, ``training.x`` in a clone)."""
     if module.startswith("training.") and __package__:
@@ -118,13 +118,13 @@ class Recipe:
         single, single_val = w / "shapes_single", w / "shapes_single_val"
         if not (self._done(shapes / "circle") and self._done(single / "circle")):
             self._run("data", [
-                _python("training.make_shapes", "--out", shapes, "--n", s.train_images, "--size", s.image_size,
+                module_command("training.make_shapes", "--out", shapes, "--n", s.train_images, "--size", s.image_size,
                         "--seed", s.data_seed, "--overwrite"),
-                _python("training.make_shapes", "--out", val, "--n", s.val_images, "--size", s.image_size,
+                module_command("training.make_shapes", "--out", val, "--n", s.val_images, "--size", s.image_size,
                         "--seed", s.val_seed, "--overwrite"),
-                _python("training.make_shapes", "--out", single, "--n", s.train_images, "--size", s.image_size,
+                module_command("training.make_shapes", "--out", single, "--n", s.train_images, "--size", s.image_size,
                         "--seed", s.data_seed, "--max-shapes", s.class_max_shapes, "--overwrite"),
-                _python("training.make_shapes", "--out", single_val, "--n", s.val_images, "--size", s.image_size,
+                module_command("training.make_shapes", "--out", single_val, "--n", s.val_images, "--size", s.image_size,
                         "--seed", s.val_seed, "--max-shapes", s.class_max_shapes, "--overwrite"),
             ])
         vq_cfg = w / "vqgan_config.json"
@@ -135,14 +135,14 @@ class Recipe:
         }))
         vq = w / "vqgan" / "vqgan.safetensors"
         if not self._done(vq):
-            self._run("vqgan", [_python(
+            self._run("vqgan", [module_command(
                 "training.train_vqgan", "--data", shapes, "--image-size", s.image_size, "--vqgan-config", vq_cfg,
                 "--no-perceptual", "--disc-weight", 0, "--max-steps", s.vq_steps, "--batch-size", s.vq_batch,
                 "--lr", s.vq_lr, "--warmup-steps", 100, "--out", w / "vqgan", "--seed", s.seed, "--no-progress",
                 "--threads", 1, "--workers", 0, "--log-every", 50, "--sample-every", 1000, "--ckpt-every", 500)])
         shrink = w / "shrink.npy"
         if not self._done(shrink):
-            self._run("shrink", [_python("training.shrink_codebook", "--vqgan", vq, "--data", shapes,
+            self._run("shrink", [module_command("training.shrink_codebook", "--vqgan", vq, "--data", shapes,
                                          "--image-size", s.image_size, "--out", shrink, "--overwrite")])
         configs = {"class": w / "class" / "model_config.json", "text": w / "text" / "model_config.json"}
         common = ["--vqgan", vq, "--shrink", shrink, "--image-size", s.image_size, "--n-scales", s.n_scales,
@@ -151,9 +151,9 @@ class Recipe:
                   "--top-dim-head", s.dim_head, "--top-depth", s.top_depth, "--overwrite"]
         if not (self._done(configs["class"]) and self._done(configs["text"])):
             self._run("configs", [
-                _python("training.model_config", *common, "--conditioning", "class", "--data", single, "--name",
+                module_command("training.model_config", *common, "--conditioning", "class", "--data", single, "--name",
                         "imagebart-demo-shapes-class", "--out", configs["class"]),
-                _python("training.model_config", *common, "--conditioning", "text", "--data", shapes,
+                module_command("training.model_config", *common, "--conditioning", "text", "--data", shapes,
                         "--text-length", s.text_length,
                         "--text-vocab-from-data", "--name", "imagebart-demo-shapes-text", "--out", configs["text"]),
             ])
@@ -161,7 +161,7 @@ class Recipe:
         data = {"class": single, "text": shapes}
         todo = [kind for kind in configs if not self._done(codes[kind])]
         if todo:
-            self._run("codes", [_python("training.precompute_codes", "--config", configs[kind], "--data", data[kind],
+            self._run("codes", [module_command("training.precompute_codes", "--config", configs[kind], "--data", data[kind],
                                         "--out", codes[kind], "--overwrite") for kind in todo])
         jobs = []
         for kind, cfg in configs.items():
@@ -169,7 +169,7 @@ class Recipe:
                 out = w / kind / f"scale{scale}"
                 if self._done(out / f"scale{scale}.safetensors"):
                     continue
-                jobs.append(_python(
+                jobs.append(module_command(
                     "training.train_scale", "--config", cfg, "--scale", scale, "--codes", codes[kind], "--out", out,
                     "--max-steps", s.scale_steps, "--batch-size", s.scale_batch, "--lr", s.scale_lr,
                     "--warmup-steps", s.warmup_steps, "--cond-dropout", s.cond_dropout, "--ema-decay", s.ema_decay,
@@ -178,7 +178,7 @@ class Recipe:
         if jobs:
             self._run("scales", jobs)
         outputs = {"class": self.models / CLASS_MODEL, "text": self.models / TEXT_MODEL}
-        self._run("assemble", [_python(
+        self._run("assemble", [module_command(
             "training.assemble", "--config", configs[kind], "--scales",
             *[w / kind / f"scale{i}" for i in range(1, s.n_scales + 1)], "--out", outputs[kind],
             "--store-dtype", "fp16", "--overwrite") for kind in configs])

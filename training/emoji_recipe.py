@@ -39,7 +39,7 @@ import torch
 
 from imagebart_core.fileio import atomic_write_text
 
-from .demo_recipe import Recipe, _python, scale_validation_losses
+from .demo_recipe import Recipe, module_command, scale_validation_losses
 
 log = logging.getLogger("training.emoji_recipe")
 
@@ -118,7 +118,7 @@ class EmojiRecipe(Recipe):
         train, heldout = data / "train", data / "heldout"
         if not self._done(data / "dataset.json"):
             extra = ["--per-group", s.per_group] if s.per_group else []
-            self._run("data", [_python("training.make_emoji", "--out", data, "--size", s.image_size,
+            self._run("data", [module_command("training.make_emoji", "--out", data, "--size", s.image_size,
                                        "--variants", s.variants, "--heldout-fraction", s.heldout_fraction,
                                        "--seed", s.data_seed, "--overwrite", *extra)])
         summary = json.loads((data / "dataset.json").read_text(encoding="utf-8"))
@@ -134,7 +134,7 @@ class EmojiRecipe(Recipe):
         clf = w / "classifier" / CLASSIFIER
         jobs = []
         if not self._done(vq):
-            jobs.append(_python(
+            jobs.append(module_command(
                 "training.train_vqgan", "--data", train, "--val-data", heldout, "--image-size", s.image_size,
                 "--vqgan-config", vq_cfg, "--no-perceptual", "--disc-weight", 0, "--rec-loss", s.vq_rec_loss,
                 "--max-steps", s.vq_steps, "--batch-size", s.vq_batch, "--lr", s.vq_lr, "--warmup-steps", s.vq_warmup,
@@ -142,7 +142,7 @@ class EmojiRecipe(Recipe):
                 "--seed", s.seed, "--no-progress", "--threads", s.vq_threads, "--workers", 0, "--log-every", 50,
                 "--sample-every", 1000, "--ckpt-every", 500))
         if not self._done(clf):
-            jobs.append(_python(
+            jobs.append(module_command(
                 "training.emoji_classifier", "--data", train, "--heldout", heldout, "--out", clf, "--image-size",
                 s.image_size, "--width", s.clf_width, "--steps", s.clf_steps, "--batch", s.clf_batch, "--lr",
                 s.clf_lr, "--seed", s.seed, "--threads", 1, "--overwrite"))
@@ -150,7 +150,7 @@ class EmojiRecipe(Recipe):
             self._run("vqgan+classifier", jobs)
         shrink = w / "shrink.npy"
         if not self._done(shrink):
-            self._run("shrink", [_python("training.shrink_codebook", "--vqgan", vq, "--data", train,
+            self._run("shrink", [module_command("training.shrink_codebook", "--vqgan", vq, "--data", train,
                                          "--image-size", s.image_size, "--out", shrink, "--overwrite")])
         configs = {"class": w / "class" / "model_config.json", "text": w / "text" / "model_config.json"}
         common = ["--vqgan", vq, "--shrink", shrink, "--image-size", s.image_size, "--n-scales", s.n_scales,
@@ -159,15 +159,15 @@ class EmojiRecipe(Recipe):
                   "--top-dim-head", s.dim_head, "--top-depth", s.top_depth, "--overwrite"]
         if not (self._done(configs["class"]) and self._done(configs["text"])):
             self._run("configs", [
-                _python("training.model_config", *common, "--conditioning", "class", "--data", train, "--name",
+                module_command("training.model_config", *common, "--conditioning", "class", "--data", train, "--name",
                         "imagebart-emoji-class", "--out", configs["class"]),
-                _python("training.model_config", *common, "--conditioning", "text", "--data", train,
+                module_command("training.model_config", *common, "--conditioning", "text", "--data", train,
                         "--text-length", s.text_length, "--text-vocab-from-data", "--name", "imagebart-emoji-text",
                         "--out", configs["text"]),
             ])
         codes = w / "codes.safetensors"  # one VQGAN, one shrink list: the same codes serve both chains
         if not self._done(codes):
-            self._run("codes", [_python("training.precompute_codes", "--config", configs["class"], "--data", train,
+            self._run("codes", [module_command("training.precompute_codes", "--config", configs["class"], "--data", train,
                                         "--out", codes, "--overwrite")])
         jobs = []
         for kind, cfg in configs.items():
@@ -175,7 +175,7 @@ class EmojiRecipe(Recipe):
                 out = w / kind / f"scale{scale}"
                 if self._done(out / f"scale{scale}.safetensors"):
                     continue
-                jobs.append(_python(
+                jobs.append(module_command(
                     "training.train_scale", "--config", cfg, "--scale", scale, "--codes", codes, "--out", out,
                     "--max-steps", s.scale_steps, "--batch-size", s.scale_batch, "--lr", s.scale_lr,
                     "--warmup-steps", s.warmup_steps, "--cond-dropout", s.cond_dropout, "--ema-decay", s.ema_decay,
@@ -184,7 +184,7 @@ class EmojiRecipe(Recipe):
         if jobs:
             self._run("scales", jobs)
         outputs = self.outputs()
-        self._run("assemble", [_python(
+        self._run("assemble", [module_command(
             "training.assemble", "--config", configs[kind], "--scales",
             *[w / kind / f"scale{i}" for i in range(1, s.n_scales + 1)], "--out", outputs[kind],
             "--store-dtype", "fp16", "--overwrite") for kind in configs])
