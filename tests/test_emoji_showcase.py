@@ -20,8 +20,8 @@ SEEDS = 4  # completions per check (batch item i uses seed + i)
 def _load(name: str) -> ib.ImageBART:
     path = BUNDLED_MODELS / name
     if not path.is_file():
-        pytest.skip(f"bundled emoji model {path} is not present (python -m training.emoji_recipe; the integrator "
-                    "brings the trained files into models/)")
+        pytest.skip(f"bundled emoji model {path} is not present (retrain with python -m training.emoji_recipe "
+                    "--work runs/emoji --models models)")
     return ib.load_model(path)
 
 

@@ -1,6 +1,6 @@
 """Compare two model files tensor by tensor: does a re-run of a recipe give the same files?
 
-    python -m training.compare_models models/imagebart-emoji-class.safetensors /tmp/repro/models/imagebart-emoji-class.safetensors
+    python -m training.compare_models models/imagebart-emoji-class.safetensors runs/emoji/models/imagebart-emoji-class.safetensors
 
 Reads both ``.safetensors`` files (never unpickles) and reports the tensors that exist in only one of them,
 those whose dtype or shape differ, those whose values differ (with the largest absolute difference), and
