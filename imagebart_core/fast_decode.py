@@ -35,17 +35,24 @@ class FastKernels(StepKernels):
     ``fused`` maps id(attention) -> :data:`FusedQKV`; ``packed`` the packed step matrices (or None).
     """
 
-    def __init__(self, fused: dict[int, FusedQKV], packed: PackedWeights | None = None):
+    def __init__(self, fused: dict[int, FusedQKV], packed: PackedWeights | None = None, chunks: int = 1):
         self.fused = fused
         self.packed = packed
-        self._unpacked = self if packed is None else FastKernels(fused)
+        self.chunks = chunks
+        self._unpacked = self if packed is None else FastKernels(fused, chunks=chunks)
 
     def _packed_for(self, module: nn.Module, x: torch.Tensor) -> PackedLinear | None:
         return None if self.packed is None else self.packed.get(module, x)
 
+    def _product(self, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+        """x [..., in] @ weight.T + bias; one float32 row on a column-major weight runs as :func:`chunked_row`."""
+        if self.chunks > 1 and x.numel() == x.shape[-1] and chunkable(weight, self.chunks) and x.dtype == torch.float32:
+            return chunked_row(x, weight, bias, self.chunks)
+        return F.linear(x, weight, bias)
+
     def linear(self, module: nn.Linear, x: torch.Tensor) -> torch.Tensor:
         packed = self._packed_for(module, x)
-        return packed(x) if packed is not None else module(x)
+        return packed(x) if packed is not None else self._product(x, module.weight, module.bias)
 
     def qkv(self, attn: Attention, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         fused = self.fused.get(id(attn))
@@ -53,13 +60,52 @@ class FastKernels(StepKernels):
             return super().qkv(attn, x)
         b, n, _ = x.shape
         packed = self._packed_for(attn, x)
-        out = packed(x) if packed is not None else F.linear(x, fused[0], fused[1])  # [B, L, 3*H*dh]
+        out = packed(x) if packed is not None else self._product(x, fused[0], fused[1])  # [B, L, 3*H*dh]
         out = out.view(b, n, 3, attn.heads, attn.dim_head).permute(2, 0, 3, 1, 4)  # [3, B, H, L, dh]
         return out[0], out[1], out[2]
+
+    def attention(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask=None, causal=False) -> torch.Tensor:
+        """One query per row (a token step) on CPU: two batched products and a softmax (full-size ffhq, 8 rows:
+        about 1.6x faster than ``scaled_dot_product_attention`` in float32 and 2x in bfloat16, whose CPU kernel is
+        tiled for long queries); otherwise the default."""
+        b, h, lq, d = q.shape
+        if lq != 1 or mask is not None or causal or q.device.type != "cpu":
+            return super().attention(q, k, v, mask=mask, causal=causal)
+        lk = k.shape[2]
+        keys = k.reshape(b * h, lk, d)  # a view for cache slices and contiguous tensors
+        scores = torch.baddbmm(q.new_empty(()), q.reshape(b * h, 1, d), keys.transpose(1, 2), beta=0.0,
+                               alpha=d**-0.5)  # [B*H, 1, Lk]
+        out = torch.bmm(torch.softmax(scores, dim=-1), v.reshape(b * h, lk, d))  # [B*H, 1, dh]
+        return out.view(b, h, 1, d)
 
     @property
     def unpacked(self) -> FastKernels:
         return self._unpacked
+
+
+def chunkable(weight: torch.Tensor, chunks: int) -> bool:
+    """``weight`` [out, in] is column-major (strides (1, out)) and its outputs split into ``chunks`` equal blocks."""
+    out_f = weight.shape[0]
+    return weight.dim() == 2 and weight.stride() == (1, out_f) and out_f % chunks == 0
+
+
+def chunked_row(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, chunks: int) -> torch.Tensor:
+    """One row times a column-major matrix, its outputs in ``chunks`` blocks computed in parallel.
+
+    x: [..., in] holding one row; weight [out, in] column-major (:func:`chunkable`); bias [out] or None.
+    A one-row product runs on one thread in the BLAS; a batched product over ``chunks`` column blocks (views of
+    the weight, nothing copied) runs one block per thread (752x3008, two threads: 0.42 ms against 0.74 ms;
+    bit-identical results, each output is the same dot product). Returns [..., out].
+    """
+    out_f, in_f = weight.shape
+    width = out_f // chunks
+    blocks = weight.as_strided((chunks, in_f, width), (width, out_f, 1))  # [C, in, out/C], block c = W.T[:, c]
+    row = x.reshape(1, 1, in_f).expand(chunks, 1, in_f)  # [C, 1, in]
+    if bias is None:
+        y = torch.bmm(row, blocks)  # [C, 1, out/C]
+    else:
+        y = torch.baddbmm(bias.view(chunks, 1, width), row, blocks)  # [C, 1, out/C]
+    return y.view(*x.shape[:-1], out_f)
 
 
 def step_kernels(net: nn.Module, rows: int, pack: bool = True) -> StepKernels:
@@ -86,8 +132,9 @@ def step_kernels(net: nn.Module, rows: int, pack: bool = True) -> StepKernels:
             column_major(m)
     packed = None
     if pack and wanted(rows, params):
-        packed = PackedWeights.build(net.step_modules(), fused)
-    return FastKernels(fused, packed)
+        packed = PackedWeights.build(net.step_modules(), fused, rows)
+    chunks = torch.get_num_threads() if rows == 1 and params[0].device.type == "cpu" else 1
+    return FastKernels(fused, packed, chunks)
 
 
 def fuse_qkv(attn: Attention) -> FusedQKV:

@@ -1,10 +1,14 @@
-"""oneDNN-packed weights for batched token steps on CPU.
+"""oneDNN-packed weights for token steps on CPU.
 
-A token step multiplies a few rows (the batch) by every weight matrix of a scale's decoder. For one row the
-default kernels stream the (column-major) weights near the memory bandwidth, but for two or more rows they are
-markedly slower than oneDNN's inner-product kernels on weights converted to oneDNN's own layout (full-size
-ffhq scales: 0.55-0.6x the step time at batch 2-8 with two threads, no gain at batch 1; see
-docs/performance.md). Classifier-free guidance doubles the rows, so guided batch-1 sampling packs too.
+A token step multiplies a few rows (the batch) by every weight matrix of a scale's decoder. For one float32 row
+the default kernels stream the (column-major) weights fastest, but for two or more rows they are markedly slower
+than oneDNN's inner-product kernels on weights reordered to oneDNN's own blocked layout
+(``torch.ops.mkldnn._reorder_linear_weight`` + ``_linear_pointwise``, the pair PyTorch's own compiler uses on
+CPU; 752x3008 matrices, 8 rows, two threads: 0.54 ms against 1.31 ms for the default kernels and 0.82 ms for the
+older ``mkldnn_linear`` on an ``to_mkldnn`` copy). Classifier-free guidance doubles the rows, so guided batch-1
+sampling packs too. bfloat16 weights are packed for every row count: the default bfloat16 kernels read at a
+third of the bandwidth (same matrices, one row, two threads: 0.32 ms packed against 0.88 ms), see
+docs/performance.md.
 
 :class:`PackedWeights` holds such copies of the matrices one scale's token steps use; it is made by
 :func:`imagebart_core.fast_decode.step_kernels` once per transition when the batch is large enough (CPU,
@@ -34,9 +38,11 @@ def tensor_version(t: torch.Tensor) -> int | None:
 class PackedLinear:
     """One matrix in oneDNN layout (+ bias), remembering which parameter version it copies."""
 
-    def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None, sources: tuple[torch.Tensor, ...]):
-        self.weight = weight.detach().contiguous().to_mkldnn()  # [out, in]
-        self.bias = bias.detach().contiguous().to_mkldnn() if bias is not None else None
+    def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None, sources: tuple[torch.Tensor, ...],
+                 rows: int):
+        # [out, in] in oneDNN's blocked layout for about ``rows`` rows per product
+        self.weight = torch.ops.mkldnn._reorder_linear_weight(weight.detach().contiguous(), rows)
+        self.bias = bias.detach().contiguous() if bias is not None else None
         self.out_features = weight.shape[0]
         self.sources = [(t, t.data_ptr(), tensor_version(t)) for t in sources]
 
@@ -44,9 +50,9 @@ class PackedLinear:
         return all(t.data_ptr() == ptr and tensor_version(t) == version for t, ptr, version in self.sources)
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        """x [..., in] float32 -> [..., out]."""
+        """x [..., in] (the weight's dtype) -> [..., out]."""
         rows = x.reshape(-1, x.shape[-1]).contiguous()  # [R, in]
-        y = torch._C._nn.mkldnn_linear(rows.to_mkldnn(), self.weight, self.bias).to_dense()  # [R, out]
+        y = torch.ops.mkldnn._linear_pointwise(rows, self.weight, self.bias, "none", [], "")  # [R, out]
         return y.view(*x.shape[:-1], self.out_features)
 
 
@@ -64,16 +70,18 @@ class PackedWeights:
 
     @classmethod
     def build(cls, modules: Iterable[nn.Module],
-              fused: Mapping[int, tuple[torch.Tensor, torch.Tensor | None, tuple[torch.Tensor, ...]]]) -> PackedWeights:
+              fused: Mapping[int, tuple[torch.Tensor, torch.Tensor | None, tuple[torch.Tensor, ...]]],
+              rows: int) -> PackedWeights:
         """Pack every ``nn.Linear`` in ``modules`` and the fused q/k/v matrix (weight [3*H*dh, D], bias, the
-        parameters it is made of) of every attention in ``modules`` that ``fused`` lists by id."""
+        parameters it is made of) of every attention in ``modules`` that ``fused`` lists by id, for products of
+        about ``rows`` rows."""
         table: dict[int, PackedLinear] = {}
         for m in modules:
             if isinstance(m, nn.Linear):
-                table[id(m)] = PackedLinear(m.weight, m.bias, params_of(m))
+                table[id(m)] = PackedLinear(m.weight, m.bias, params_of(m), rows)
             elif id(m) in fused:
                 weight, bias, sources = fused[id(m)]
-                table[id(m)] = PackedLinear(weight, bias, sources)
+                table[id(m)] = PackedLinear(weight, bias, sources, rows)
         return cls(table)
 
     def valid(self) -> bool:
@@ -81,16 +89,30 @@ class PackedWeights:
         return all(p.valid() for p in self.table.values())
 
     def get(self, module: nn.Module, x: torch.Tensor) -> PackedLinear | None:
-        """The packed copy of ``module``'s matrix for the input x [..., in], if it has one and x has at least
-        :data:`PACKED_MIN_ROWS` float32 rows; else None (use the default kernels)."""
-        if x.dtype != torch.float32 or x.numel() < PACKED_MIN_ROWS * x.shape[-1]:
+        """The packed copy of ``module``'s matrix for the input x [..., in], if it has one and x is worth it
+        (:func:`rows_wanted`); else None (use the default kernels)."""
+        if not rows_wanted(x.numel() // max(x.shape[-1], 1), x.dtype):
             return None
         return self.table.get(id(module))
 
 
+def rows_wanted(rows: int, dtype: torch.dtype) -> bool:
+    """Products of ``rows`` rows in ``dtype`` run faster on packed weights: float32 from
+    :data:`PACKED_MIN_ROWS` rows, bfloat16 always (where oneDNN has bfloat16 kernels)."""
+    if dtype == torch.float32:
+        return rows >= PACKED_MIN_ROWS
+    return dtype == torch.bfloat16 and rows >= 1 and bf16_supported()
+
+
+def bf16_supported() -> bool:
+    """oneDNN has native bfloat16 kernels on this CPU (AVX512-BF16 / AMX, or emulation on AVX-512)."""
+    return torch.backends.mkldnn.is_available() and bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+
+
 def wanted(rows: int, params: Iterable[torch.Tensor]) -> bool:
-    """Packing pays off: enough rows, CPU float32 weights, inference, oneDNN present."""
-    if rows < PACKED_MIN_ROWS or torch.is_grad_enabled() or not torch.backends.mkldnn.is_available():
+    """Packing pays off: rows worth it for the weights' dtype (:func:`rows_wanted`), CPU weights, inference,
+    oneDNN present."""
+    if torch.is_grad_enabled() or not torch.backends.mkldnn.is_available():
         return False
     first = next(iter(params), None)
-    return first is not None and first.device.type == "cpu" and first.dtype == torch.float32
+    return first is not None and first.device.type == "cpu" and rows_wanted(rows, first.dtype)

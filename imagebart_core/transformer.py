@@ -46,6 +46,10 @@ class StepKernels:
         """x [B, L, D] -> q, k, v [B, H, L, dh]."""
         return (attn.split(attn.to_q(x)), *attn.project_kv(x))
 
+    def attention(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask=None, causal=False) -> torch.Tensor:
+        """Softmax attention: q [B,H,Lq,dh], k/v [B,H,Lk,dh] -> [B,H,Lq,dh]; ``mask`` bool [Lq, Lk], True = attend."""
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=causal)
+
     @property
     def unpacked(self) -> StepKernels:
         """The kernels for passes outside the token loop (a decoder-only scale's prefix)."""
@@ -80,7 +84,7 @@ class Attention(nn.Module):
     def attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask=None, causal=False,
                kernels: StepKernels = PLAIN) -> torch.Tensor:
         """q [B,H,Lq,dh], k/v [B,H,Lk,dh] -> [B, Lq, D]. ``mask`` bool [Lq, Lk], True = attend."""
-        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=causal)  # [B,H,Lq,dh]
+        out = kernels.attention(q, k, v, mask=mask, causal=causal)  # [B,H,Lq,dh]
         b, h, n, d = out.shape
         return kernels.linear(self.to_out, out.transpose(1, 2).reshape(b, n, h * d))
 

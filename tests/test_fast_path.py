@@ -298,7 +298,7 @@ def test_packed_steps_can_be_turned_off(monkeypatch):
     built = []
     build = packing.PackedWeights.build
     monkeypatch.setattr(packing.PackedWeights, "build",
-                        classmethod(lambda cls, mods, fused: built.append(1) or build(mods, fused)))
+                        classmethod(lambda cls, mods, fused, rows: built.append(1) or build(mods, fused, rows)))
     assert model.packed_steps
     model.packed_steps = False
     off = model.sample(3, seed=2)
