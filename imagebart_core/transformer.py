@@ -189,6 +189,7 @@ class DecodeState:
     caches: list[LayerCache]
     x_in: torch.Tensor | None  # [B, N] int64 input level (for the residual term), or None
     cross_kv: list[tuple[torch.Tensor, torch.Tensor]] = field(default_factory=list)
+    residual: tuple[torch.Tensor, torch.Tensor] | None = None  # (factor [], offset [B, N, K]) once per transition
     prefix_logits: torch.Tensor | None = None  # decoder-only: logits for token 0 [B, K]
     kernels: StepKernels = PLAIN  # how its token steps multiply (see imagebart_core.fast_decode)
 
@@ -261,11 +262,17 @@ class EncoderDecoderScale(nn.Module):
         """ResidualScaled: logits * exp(log_scalors[s-1]) + log(alpha onehot(x_in) + (1-alpha)/K)."""
         if not self.cfg.residual:
             return logits
+        gain, offset = self.residual_terms(x_in, scale, logits.dtype)
+        return logits * gain + offset
+
+    def residual_terms(self, x_in: torch.Tensor, scale: int, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+        """The residual term's factor exp(log_scalors[s-1]) (scalar) and offset log(alpha onehot(x_in) +
+        (1-alpha)/K) [B, N, K] in ``dtype`` for x_in int64 [B, N]."""
         alpha = self.residual_alpha
         k = self.cfg.vocab_size
         onehot = F.one_hot(x_in, k).to(torch.float32)  # [B, N, K]
         log_q = torch.log(alpha * onehot + (1.0 - alpha) * 1.0 / k)
-        return logits * torch.exp(self.log_scalors[scale - 1]) + log_q.to(logits.dtype)
+        return torch.exp(self.log_scalors[scale - 1]), log_q.to(dtype)
 
     def forward(self, x_in, target, scale: int, cond_tokens=None) -> torch.Tensor:
         """Teacher-forced logits: x_in, target int64 [B, N] -> float [B, N, K]; position n scores target[n]."""
@@ -289,7 +296,8 @@ class EncoderDecoderScale(nn.Module):
         caches = [LayerCache.empty(b, self.cfg.heads, n, self.cfg.dim_head, enc) for _ in self.decoder]
         # contiguous [B, H, L, dh]: read at every token step, and a strided layout halves attention speed
         cross = [tuple(t.contiguous() for t in blk.cross_attn.project_kv(enc)) for blk in self.decoder]
-        return DecodeState(caches=caches, x_in=x_in, cross_kv=cross, kernels=kernels)
+        residual = self.residual_terms(x_in, scale, enc.dtype) if self.cfg.residual else None
+        return DecodeState(caches=caches, x_in=x_in, cross_kv=cross, residual=residual, kernels=kernels)
 
     def step_modules(self) -> list[nn.Module]:
         """The modules whose matrices a token step multiplies by (see :mod:`imagebart_core.fast_decode`)."""
@@ -308,8 +316,9 @@ class EncoderDecoderScale(nn.Module):
         for block, cache, kv in zip(self.decoder, state.caches, state.cross_kv):
             h = block.step(h, cache, kv, kernels=state.kernels)
         logits = state.kernels.linear(self.to_logits, self.dec_norm(h))  # [B, 1, K]
-        if self.cfg.residual:
-            logits = self.residual(logits, state.x_in[:, n : n + 1], scale)
+        if state.residual is not None:
+            gain, offset = state.residual
+            logits = logits * gain + offset[:, n : n + 1]  # the residual term (see residual)
         return logits[:, 0]
 
     def feed(self, state: DecodeState, inputs: torch.Tensor, scale: int) -> None:
@@ -338,7 +347,8 @@ class EncoderDecoderScale(nn.Module):
         n = state.caches[0].k.shape[2]
         like = state.cross_kv[0][0]
         caches = [LayerCache.empty(b, self.cfg.heads, n, self.cfg.dim_head, like) for _ in self.decoder]
-        return DecodeState(caches=caches, x_in=state.x_in, cross_kv=state.cross_kv, kernels=state.kernels)
+        return DecodeState(caches=caches, x_in=state.x_in, cross_kv=state.cross_kv, residual=state.residual,
+                           kernels=state.kernels)
 
 
 def chunk_mask(start: int, length: int, device=None) -> torch.Tensor:

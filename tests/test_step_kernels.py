@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from imagebart_core import fast_decode, packed
 from imagebart_core.config import tiny_config
 from imagebart_core.random_init import random_model
-from imagebart_core.transformer import PLAIN
+from imagebart_core.transformer import PLAIN, StepKernels
 
 
 @pytest.fixture
@@ -39,14 +39,21 @@ def test_chunkable_refuses_row_major_and_uneven_blocks():
     assert not fast_decode.chunkable(w.t().contiguous().t(), 5)  # 96 outputs do not split in 5
 
 
-def test_one_query_attention_matches_sdpa_on_cache_slices():
+def test_one_query_attention_matches_sdpa_on_cache_slices(monkeypatch):
     gen = torch.Generator().manual_seed(0)
     q = torch.randn(3, 4, 1, 8, generator=gen)
     cache_k = torch.randn(3, 4, 20, 8, generator=gen)
     cache_v = torch.randn(3, 4, 20, 8, generator=gen)
     k, v = cache_k[:, :, :13], cache_v[:, :, :13]  # what LayerCache.append returns: strided views
     fast = fast_decode.FastKernels({})
+    fused_calls = []
+    fused = StepKernels.attention
+    monkeypatch.setattr(StepKernels, "attention", lambda self, *a, **kw: fused_calls.append(1) or fused(self, *a, **kw))
     got = fast.attention(q, k, v)
+    assert not fused_calls, "three rows should run as batched products"
+    fast.attention(q[:1], k[:1], v[:1])
+    assert fused_calls, "one row should keep the fused kernel (one operator)"
+    monkeypatch.undo()
     torch.testing.assert_close(got, F.scaled_dot_product_attention(q, k, v), rtol=1e-5, atol=1e-6)
     # several queries, masks and causal attention keep the fused kernel
     q2 = torch.randn(3, 4, 2, 8, generator=gen)
