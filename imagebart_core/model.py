@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import numbers
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
@@ -64,6 +64,10 @@ class ImageBART(nn.Module):
         #: rows per step (a batch of two, or one item with guidance), at the cost of one scale's decoding weights
         #: of extra memory while that scale runs; set False where memory is tight (see imagebart_core.fast_decode).
         self.packed_steps: bool = True
+        #: How token steps run: "eager" (default), "static" or "compiled" (torch.compile; CUDA graphs on CUDA),
+        #: see imagebart_core.chain.static_step. Compiled steps are kept here, per scale network.
+        self.step_mode: str = "eager"
+        self.compiled_steps: dict[int, Callable] = {}
 
     # -- identity, devices ---------------------------------------------------------------------------
     @property

@@ -119,11 +119,13 @@ class SelfAttentionBlock(nn.Module):
         x = x + self.attn(self.attn_norm(x), mask=mask, causal=causal)
         return x + self.ff(self.ff_norm(x))
 
-    def step(self, x: torch.Tensor, cache: LayerCache, mask=None, kernels: StepKernels = PLAIN) -> torch.Tensor:
-        """Incremental: x [B, L, D] at positions cache.length .. +L, attending to the cache too."""
+    def step(self, x: torch.Tensor, cache: LayerCache, mask=None, kernels: StepKernels = PLAIN,
+             at: StaticPosition | None = None) -> torch.Tensor:
+        """Incremental: x [B, L, D] at positions cache.length .. +L, attending to the cache too; with ``at``, one
+        position written at ``at.index`` and the whole (static-shape) cache attended under ``at.bias``."""
         q, k, v = kernels.qkv(self.attn, self.attn_norm(x))  # [B, H, L, dh] each
-        k, v = cache.append(k, v)
-        x = x + self.attn.attend(q, k, v, mask=mask, kernels=kernels)
+        k, v = cache.append(k, v) if at is None else cache.write(at.index, k, v)
+        x = x + self.attn.attend(q, k, v, mask=mask if at is None else at.bias, kernels=kernels)
         return x + self.ff(self.ff_norm(x), kernels)
 
 
@@ -145,12 +147,14 @@ class DecoderBlock(nn.Module):
         return x + self.ff(self.ff_norm(x))
 
     def step(self, x: torch.Tensor, cache: LayerCache, cross_kv: tuple[torch.Tensor, torch.Tensor],
-             mask: torch.Tensor | None = None, kernels: StepKernels = PLAIN) -> torch.Tensor:
+             mask: torch.Tensor | None = None, kernels: StepKernels = PLAIN,
+             at: StaticPosition | None = None) -> torch.Tensor:
         """New positions x [B, L, D] (usually L = 1) after the cached ones; ``cross_kv`` are the encoder
-        keys/values of this layer; ``mask`` bool [L, cached + L] is needed when L > 1 (causal)."""
+        keys/values of this layer; ``mask`` bool [L, cached + L] is needed when L > 1 (causal). With ``at``, one
+        position written at ``at.index`` and the whole (static-shape) cache attended under ``at.bias``."""
         q, k, v = kernels.qkv(self.self_attn, self.self_norm(x))  # [B, H, L, dh] each
-        k, v = cache.append(k, v)
-        x = x + self.self_attn.attend(q, k, v, mask=mask, kernels=kernels)
+        k, v = cache.append(k, v) if at is None else cache.write(at.index, k, v)
+        x = x + self.self_attn.attend(q, k, v, mask=mask if at is None else at.bias, kernels=kernels)
         h = self.cross_norm(x)
         q = self.cross_attn.split(kernels.linear(self.cross_attn.to_q, h))
         x = x + self.cross_attn.attend(q, *cross_kv, kernels=kernels)
@@ -168,7 +172,8 @@ class LayerCache:
     @classmethod
     def empty(cls, batch: int, heads: int, capacity: int, dim_head: int, like: torch.Tensor) -> LayerCache:
         shape = (batch, heads, capacity, dim_head)
-        return cls(like.new_empty(shape), like.new_empty(shape))
+        # zeros, not empty: a static-shape step multiplies the unwritten values by a zero weight (0 * NaN = NaN)
+        return cls(like.new_zeros(shape), like.new_zeros(shape))
 
     def append(self, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Write k/v [B, H, L, dh] at the end; return views of everything cached so far."""
@@ -180,6 +185,29 @@ class LayerCache:
         self.v[:, :, self.length : end] = v
         self.length = end
         return self.k[:, :, :end], self.v[:, :, :end]
+
+    def write(self, index: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Write one position's k/v [B, H, 1, dh] at ``index`` (int64 [1], a tensor: the same shapes at every
+        step); return the whole buffers [B, H, capacity, dh] (the positions not yet written are masked by the
+        caller). ``length`` is the caller's to keep."""
+        self.k.index_copy_(2, index, k)
+        self.v.index_copy_(2, index, v)
+        return self.k, self.v
+
+
+@dataclass
+class StaticPosition:
+    """Where a static-shape token step writes and what it may attend to: ``index`` int64 [1] (the cache position)
+    and ``bias`` float [1, capacity] (0 up to and including ``index``, -inf after: an additive attention mask)."""
+
+    index: torch.Tensor
+    bias: torch.Tensor
+
+    @classmethod
+    def at(cls, index: torch.Tensor, capacity: int, dtype: torch.dtype) -> StaticPosition:
+        keys = torch.arange(capacity, device=index.device)  # [capacity]
+        bias = torch.where(keys <= index, 0.0, float("-inf")).to(dtype)  # [capacity]
+        return cls(index, bias[None])  # [1, capacity]
 
 
 @dataclass
@@ -321,6 +349,21 @@ class EncoderDecoderScale(nn.Module):
             logits = logits * gain + offset[:, n : n + 1]  # the residual term (see residual)
         return logits[:, 0]
 
+    def step_at(self, state: DecodeState, index: torch.Tensor, prev: torch.Tensor) -> torch.Tensor:
+        """:meth:`step` with the same tensor shapes at every token (for ``torch.compile`` and CUDA graphs): logits
+        [B, K] for the token at ``index`` (int64 [1], a tensor) given the previous token ``prev`` int64 [B] (SOS at
+        index 0). Writes the caches at ``index``; their ``length`` is the caller's to advance."""
+        cache = state.caches[0]
+        at = StaticPosition.at(index, cache.k.shape[2], cache.k.dtype)
+        h = self.dec_token_emb(prev[:, None]) + self.dec_pos_emb(index)  # [B, 1, D]
+        for block, layer_cache, kv in zip(self.decoder, state.caches, state.cross_kv):
+            h = block.step(h, layer_cache, kv, kernels=state.kernels, at=at)
+        logits = state.kernels.linear(self.to_logits, self.dec_norm(h))  # [B, 1, K]
+        if state.residual is not None:
+            gain, offset = state.residual
+            logits = logits * gain + offset.index_select(1, index)  # the residual term (see residual)
+        return logits[:, 0]
+
     def feed(self, state: DecodeState, inputs: torch.Tensor, scale: int) -> None:
         """Append decoder inputs [B, L] (SOS first when starting) to the cache in one causal pass.
 
@@ -434,6 +477,18 @@ class DecoderOnlyScale(nn.Module):
         h = self.token_emb(prev[:, None]) + self.pos_emb[:, pos]  # [B, 1, D]
         for block, cache in zip(self.blocks, state.caches):
             h = block.step(h, cache, kernels=state.kernels)
+        return state.kernels.linear(self.head, self.norm(h))[:, 0]
+
+    def step_at(self, state: DecodeState, index: torch.Tensor, prev: torch.Tensor) -> torch.Tensor:
+        """:meth:`step` with the same tensor shapes at every token (for ``torch.compile`` and CUDA graphs): logits
+        [B, K] of the token after ``prev`` int64 [B], which goes in the cache at ``index`` (int64 [1], a tensor;
+        the prefix fills the positions before token 1's input). Writes the caches at ``index``; their ``length``
+        is the caller's to advance."""
+        cache = state.caches[0]
+        at = StaticPosition.at(index, cache.k.shape[2], cache.k.dtype)
+        h = self.token_emb(prev[:, None]) + self.pos_emb.index_select(1, index)  # [B, 1, D]
+        for block, layer_cache in zip(self.blocks, state.caches):
+            h = block.step(h, layer_cache, kernels=state.kernels, at=at)
         return state.kernels.linear(self.head, self.norm(h))[:, 0]
 
     def warm(self, state: DecodeState, written: torch.Tensor, scale: int) -> None:

@@ -156,7 +156,7 @@ def _transition(model: ImageBART, scale: int, x_in: torch.Tensor, *, cond_plan, 
                               weights_at=weights_at, token_filter=token_filter, sampler=sampler,
                               null_tokens=null_tokens, guidance=guidance, known=known, stride=stride,
                               on_token=on_token, sampler_key=sampler_key, cache_bytes=model.window_cache_bytes,
-                              pack=model.packed_steps)
+                              pack=model.packed_steps, step_mode=model.step_mode, compiled=model.compiled_steps)
 
 
 # -- the operations ----------------------------------------------------------------------------------------

@@ -14,12 +14,14 @@ filtering, the draw). The network's token steps run on the kernels that
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, MutableMapping, Sequence
 
 import torch
 
 from .. import fast_decode
+from ..transformer import PLAIN
 from .sampling import Known, TokenFilter, TokenSampler, TokenStep
+from .static_step import StaticStepper, check_step_mode
 from .windows import DEFAULT_WINDOW_CACHE_BYTES, WindowCache, check_stride, default_stride, window_origin
 
 
@@ -41,6 +43,8 @@ def run_transition(
     sampler_key: object = None,
     cache_bytes: int = DEFAULT_WINDOW_CACHE_BYTES,
     pack: bool = True,
+    step_mode: str = "eager",
+    compiled: MutableMapping | None = None,
 ) -> torch.Tensor:
     """Sample level ``scale`` from ``x_in``, the codes of level ``scale + 1``.
 
@@ -53,7 +57,8 @@ def run_transition(
     ``sampler_key`` names the transition's random stream (default ``("scale", scale)``).
     ``cache_bytes`` bounds the kept window encoder states (see :class:`~.windows.WindowCache`).
     ``pack``: batched CPU steps may use oneDNN-packed weights (see :func:`~imagebart_core.fast_decode.step_kernels`).
-    Returns int64 [B, H, W].
+    ``step_mode``: "eager", "static" or "compiled" (see :mod:`.static_step`); ``compiled`` keeps compiled steps
+    between calls. Returns int64 [B, H, W].
     """
     b, hh, ww = x_in.shape
     h, w = window
@@ -70,7 +75,12 @@ def run_transition(
     groups = list(cond_sets) + ([null_tokens] if guided else [])
     rows = len(groups)
     cond_all = None if groups[0] is None else torch.cat(list(groups))  # [rows * B, P]
-    kernels = fast_decode.step_kernels(net, rows * b, pack=pack)  # the decode layout, once per transition
+    check_step_mode(step_mode)
+    if step_mode == "compiled":
+        kernels = PLAIN  # the compiler sees the modules' own products and fuses around them
+    else:
+        kernels = fast_decode.step_kernels(net, rows * b, pack=pack)  # the decode layout, once per transition
+    static = None if step_mode == "eager" else StaticStepper(net, step_mode, compiled)
     sampler.begin(b, n_total, ("scale", scale) if sampler_key is None else sampler_key)
     out = torch.zeros(b, hh, ww, dtype=torch.long, device=x_in.device)
     flat = out.view(b, n_total)  # [B, H*W], shares out's memory
@@ -98,7 +108,8 @@ def run_transition(
                     centre = (c0 + w / 2.0) / ww
                     mix = torch.tensor(list(weights_at(centre)), dtype=torch.float32, device=x_in.device)
                 current = (r0, c0)
-            logits = net.step(state, m, prev, scale).float().view(rows, b, -1)  # [rows, B, K]
+            raw = net.step(state, m, prev, scale) if static is None else static(state, m, prev)  # [rows*B, K]
+            logits = raw.float().view(rows, b, -1)  # [rows, B, K]
             at = (known_tokens[:, n], known_mask[:, n]) if known is not None and any_known[n] else None
             token = token_step(logits, n, mix, at)  # [B]
             flat[:, n] = token

@@ -1,0 +1,68 @@
+"""Static-shape token steps: every token step of a transition has the same tensor shapes.
+
+The eager step (``net.step``) attends to the keys written so far (a growing slice of the KV cache) and is driven
+by Python integers. A static step (``net.step_at``) writes its position of the cache, allocated once at the
+transition's final length, at an index held in a tensor, and attends to the whole cache under an additive mask
+(-inf after the index); its inputs and outputs have the same shapes and memory at every token. That is what
+``torch.compile`` needs to compile one step for the whole transition, and what CUDA graphs need to replay it.
+
+Step modes (``ImageBART.step_mode``, ``run_transition(step_mode=...)``):
+
+* ``"eager"`` (default): ``net.step`` on the fast kernels of :mod:`imagebart_core.fast_decode`.
+* ``"static"``: ``net.step_at`` run eagerly (the same numbers; a check of the static path, no speed gain).
+* ``"compiled"``: ``net.step_at`` compiled once per scale with ``torch.compile`` (on CUDA with
+  ``mode="reduce-overhead"``, which captures CUDA graphs); the first transition of each scale pays the
+  compilation (tens of seconds on a CPU), later ones reuse it. Needs a C++ compiler on CPU.
+
+Tokens equal the eager step's; logits agree to float rounding (the masked keys get exactly zero weight).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, MutableMapping
+
+import torch
+
+from ..transformer import SOS_TOKEN, DecodeState
+
+STEP_MODES = ("eager", "static", "compiled")
+
+#: A scale's static step: (state, index int64 [1], prev int64 [B]) -> logits [B, K].
+StaticStep = Callable[[DecodeState, torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+def check_step_mode(mode: str) -> str:
+    if mode not in STEP_MODES:
+        raise ValueError(f"step_mode must be one of {', '.join(STEP_MODES)}; got {mode!r}")
+    return mode
+
+
+class StaticStepper:
+    """Runs one transition's token steps through a scale's ``step_at`` (eagerly, or compiled once and kept in
+    ``compiled``, a mapping the caller owns, e.g. one per model, keyed by the scale network)."""
+
+    def __init__(self, net: torch.nn.Module, mode: str, compiled: MutableMapping[int, StaticStep] | None = None):
+        self.net = net
+        self.step: StaticStep = net.step_at
+        if check_step_mode(mode) == "compiled":
+            cache = compiled if compiled is not None else {}
+            step = cache.get(id(net))
+            if step is None:
+                cuda = next(net.parameters()).device.type == "cuda"
+                step = torch.compile(net.step_at, dynamic=False, mode="reduce-overhead" if cuda else None)
+                cache[id(net)] = step
+            self.step = step
+
+    def __call__(self, state: DecodeState, m: int, prev: torch.Tensor | None) -> torch.Tensor:
+        """Logits [B, K] for local token ``m`` of the current window (as ``net.step(state, m, prev, scale)``)."""
+        if state.prefix_logits is not None and m == 0:  # decoder-only: token 0 comes from the prefix pass
+            return state.prefix_logits
+        position = state.caches[0].length
+        if prev is None:
+            b = state.caches[0].k.shape[0]
+            prev = torch.full((b,), SOS_TOKEN, dtype=torch.long, device=state.caches[0].k.device)
+        index = torch.tensor([position], dtype=torch.long, device=prev.device)
+        logits = self.step(state, index, prev)
+        for cache in state.caches:
+            cache.length = position + 1
+        return logits

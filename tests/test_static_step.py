@@ -1,0 +1,110 @@
+"""Static-shape token steps (imagebart_core.chain.static_step): the same tokens and logits as the eager step and
+as recomputation, on every path; compiled with torch.compile (slow)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from imagebart_core.chain.static_step import STEP_MODES, StaticStepper
+from imagebart_core.config import tiny_config
+from imagebart_core.random_init import random_model
+from imagebart_core.transformer import PLAIN, SOS_TOKEN
+
+
+def _model(conditioning="class", residual=True, n_scales=3, seed=4):
+    model = random_model(tiny_config(n_scales=n_scales, conditioning=conditioning, residual=residual), seed=seed)
+    if conditioning == "class":
+        model.config.conditioning.null_condition = True  # a null class exists: guidance is allowed
+    return model
+
+
+def _with_mode(model, mode, fn):
+    before = model.step_mode
+    model.step_mode = mode
+    try:
+        return fn()
+    finally:
+        model.step_mode = before
+
+
+@pytest.mark.parametrize("conditioning,residual", [("class", True), ("none", False)])
+def test_static_steps_equal_eager_steps_on_every_path(conditioning, residual):
+    model = _model(conditioning, residual)
+    cond = model.class_condition([0, 3]) if conditioning == "class" else None
+    guided = {"guidance": 2.5} if conditioning == "class" else {}
+    mask = torch.zeros(2, 32, 32)
+    mask[:, 8:24, 4:20] = 1.0
+
+    def run():
+        plain = model.sample(2, cond, seed=7, **guided)
+        wide = model.sample(2, cond, grid=(4, 7), seed=8, window_stride=1)  # sliding windows, warm prefixes
+        refined = model.masked_refine(plain, mask, cond, seed=9, top_k=5)  # known tokens
+        return plain.tokens, wide.tokens, refined.tokens
+
+    eager = _with_mode(model, "eager", run)
+    static = _with_mode(model, "static", run)
+    for a, b in zip(eager, static):
+        assert torch.equal(a, b)
+
+
+def _recomputed_and_static_logits(model, scale, batch=2):
+    """Teacher-forced logits (recomputation over the whole prefix) and static-step logits along the same tokens."""
+    net = model.scales[scale - 1]
+    gen = torch.Generator().manual_seed(scale)
+    n = model.config.grid[0] * model.config.grid[1]
+    x_in = torch.randint(0, model.config.vocab_size, (batch, n), generator=gen)
+    target = torch.randint(0, model.config.vocab_size, (batch, n), generator=gen)
+    cond = model.class_condition([1] * batch).tokens
+    with torch.inference_mode():
+        full = net(x_in, target, scale, cond)  # [B, N, K]
+        state = net.prepare(x_in, scale, cond, n, kernels=PLAIN)
+        stepper = StaticStepper(net, "static")
+        steps, prev = [], None
+        for i in range(n):
+            steps.append(stepper(state, i, prev))
+            prev = target[:, i]
+    return full, torch.stack(steps, dim=1)
+
+
+@pytest.mark.parametrize("scale", [1, 3])  # encoder-decoder, decoder-only
+def test_static_step_logits_match_recomputation(scale):
+    model = _model("class", True)
+    full, static = _recomputed_and_static_logits(model, scale)
+    torch.testing.assert_close(static, full, rtol=1e-5, atol=1e-5)
+
+
+def test_static_step_keeps_shapes_and_writes_one_position():
+    model = _model("class", True)
+    net = model.scales[0]
+    x_in = torch.randint(0, model.config.vocab_size, (1, 16))
+    with torch.inference_mode():
+        state = net.prepare(x_in, 1, model.class_condition([2]).tokens, 16, kernels=PLAIN)
+        before = [c.k.clone() for c in state.caches]
+        sos = torch.full((1,), SOS_TOKEN, dtype=torch.long)
+        net.step_at(state, torch.tensor([0]), sos)
+    for cache, old in zip(state.caches, before):
+        assert cache.k.shape == old.shape
+        changed = (cache.k != old).flatten(0, 1).any(dim=-1).any(dim=0)  # [capacity]: positions written
+        assert changed.nonzero().flatten().tolist() == [0]
+
+
+def test_unknown_step_mode_is_refused():
+    model = _model("none", False, n_scales=2)
+    assert STEP_MODES == ("eager", "static", "compiled")
+    model.step_mode = "fast"
+    with pytest.raises(ValueError, match="step_mode must be one of"):
+        model.sample(1, seed=0)
+
+
+@pytest.mark.slow
+def test_compiled_steps_equal_eager_steps():
+    pytest.importorskip("torch._inductor")
+    model = _model("class", True, n_scales=2)
+    cond = model.class_condition([1, 2])
+    eager = _with_mode(model, "eager", lambda: model.sample(2, cond, seed=3).tokens)
+    compiled = _with_mode(model, "compiled", lambda: model.sample(2, cond, seed=3).tokens)
+    assert torch.equal(eager, compiled)
+    assert len(model.compiled_steps) == 2  # one compiled step per scale, kept for the next call
+    again = _with_mode(model, "compiled", lambda: model.sample(2, cond, seed=3).tokens)
+    assert torch.equal(again, eager)
