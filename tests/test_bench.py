@@ -33,6 +33,21 @@ def test_bench_cli_tiny(tmp_path):
     assert all(s["tokens_timed"] == 4 for s in p.scales)
     assert p.scales[0]["recompute_loop_s"] > 0 and "recompute_loop_s" not in p.scales[1]  # decoder-only: none
     assert "extrapolated" in bench.format_table(partial)
+    for s in results[0].scales:  # operators of one step, counted for real: every layer runs a few
+        layers = 2 if s["kind"] == "decoder_only" else 1
+        assert s["step_operators"] >= 4 * layers and s["step_operator_calls"]
+        assert s["step_operators"] < sum(s["step_operator_calls"].values())  # views are left out of the count
+    assert data["results"][0]["step_mode"] == "eager"
+
+
+def test_bench_static_step_mode_runs(tmp_path):
+    threads = torch.get_num_threads()
+    try:
+        (r,) = bench.main(["--model", "tiny", "--tokens", "4", "--scales", "1", "--repeats", "1", "--warmup", "0",
+                           "--threads", "1", "--step-mode", "static"])
+    finally:
+        torch.set_num_threads(threads)
+    assert r.step_mode == "static" and r.scales[0]["ms_per_token_step"] > 0
 
 
 def test_released_architectures_build_on_meta_sizes():

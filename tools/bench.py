@@ -183,6 +183,53 @@ def step_weight_bytes(net: torch.nn.Module) -> int:
     return total
 
 
+# -- operators -------------------------------------------------------------------------------------------
+#: Operators that only make views (no kernel runs, no memory is read); left out of the count of compute operators.
+VIEW_OPERATORS = frozenset({
+    "aten.view", "aten.t", "aten.transpose", "aten.permute", "aten.select", "aten.slice", "aten.as_strided",
+    "aten.expand", "aten.reshape", "aten.unsqueeze", "aten.squeeze", "aten._unsafe_view", "aten.detach",
+    "aten.alias", "aten.unbind",
+})
+
+
+def count_step_operators(model: ImageBART, scale: int, batch: int, cond) -> dict[str, int]:
+    """ATen operators one eager token step of ``scale`` dispatches (the fourth token of a transition, on the
+    transition's kernels): {operator name: calls}, view-only operators included (see :data:`VIEW_OPERATORS`)."""
+    from collections import Counter
+
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    from imagebart_core import fast_decode
+
+    class _Count(TorchDispatchMode):
+        def __init__(self):
+            super().__init__()
+            self.calls: Counter[str] = Counter()
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            self.calls[str(func.overloadpacket)] += 1
+            return func(*args, **(kwargs or {}))
+
+    net = model.scales[scale - 1]
+    n = model.config.grid[0] * model.config.grid[1]
+    x_in = torch.randint(0, model.config.vocab_size, (batch, n), generator=torch.Generator().manual_seed(0))
+    x_in = x_in.to(model.device)
+    cond_tokens = None if cond is None else cond.tokens.to(model.device)
+    with torch.inference_mode():
+        state = net.prepare(x_in, scale, cond_tokens, n, kernels=fast_decode.step_kernels(net, batch))
+        prev = None
+        for i in range(3):
+            prev = net.step(state, i, prev, scale).argmax(-1)
+        with _Count() as counter:
+            net.step(state, 3, prev, scale)
+    return dict(counter.calls)
+
+
+def compute_operators(calls: dict[str, int]) -> int:
+    """Calls of operators that run a kernel (views left out)."""
+    return sum(v for k, v in calls.items() if k not in VIEW_OPERATORS)
+
+
 # -- timing ------------------------------------------------------------------------------------------
 class _Stop(Exception):
     """Raised from the progress callback to end a scale after ``--tokens`` tokens."""
@@ -335,6 +382,7 @@ class Result:
     device_name: str
     dtype: str
     batch: int
+    step_mode: str
     threads: int | None
     extrapolated: bool
     repeats: int
@@ -394,6 +442,8 @@ def run_config(model: ImageBART, name: str, batch: int, dtype_name: str, *, scal
             "weight_bytes_per_step": wbytes, "bandwidth_bound_ms": bound_ms,
             "bound_fraction": bound_ms / ms_per_token, "tokens_timed": runs[0][2][j].tokens_timed, "n_tokens": n,
         })
+        ops = count_step_operators(model, s, batch, cond)
+        scale_rows[-1].update(step_operators=compute_operators(ops), step_operator_calls=ops)
         if baseline and net.cfg.kind != "decoder_only":
             base = time_recompute_baseline(model, s, batch, cond)
             scale_rows[-1].update(recompute_loop_s=base, speedup_vs_recompute=base / loop)
@@ -408,6 +458,7 @@ def run_config(model: ImageBART, name: str, batch: int, dtype_name: str, *, scal
         chain_s, extrapolated = None, tokens is not None and tokens < n
     return Result(
         model=name, device=str(device), device_name=device_name(device), dtype=dtype_name, batch=batch,
+        step_mode=model.step_mode,
         threads=torch.get_num_threads() if device.type == "cpu" else None, extrapolated=extrapolated,
         repeats=repeats, chain_s=chain_s, decode_s=decode_s,
         tokens_per_s=None if chain_s is None else batch * n * len(subset) / chain_s,
@@ -434,18 +485,18 @@ def format_table(results: Sequence[Result]) -> str:
         tag = " (extrapolated from the first tokens)" if r.extrapolated else ""
         chain = "-" if r.chain_s is None else f"{r.chain_s:.2f} s"
         tps = "-" if r.tokens_per_s is None else f"{r.tokens_per_s:.1f}"
-        lines.append(f"{r.model}  {r.device} {r.dtype}  batch {r.batch}  [{r.device_name}]{tag}")
+        lines.append(f"{r.model}  {r.device} {r.dtype}  batch {r.batch}  steps {r.step_mode}  [{r.device_name}]{tag}")
         lines.append(f"  chain incl. decode {chain}   decode {r.decode_s:.2f} s   tokens/s {tps}   "
                      f"peak {r.peak_memory_kind} {_gb(r.peak_memory_bytes)}   read bandwidth {r.bandwidth_gb_s:.1f} GB/s"
                      + (f"   load {r.load_average[0]:.1f}->{r.load_average[1]:.1f}" if r.load_average[0] is not None
                         else ""))
-        lines.append("  scale kind             encoder s   loop s   tok/s   ms/step   bound ms   bound/measured")
+        lines.append("  scale kind             encoder s   loop s   tok/s   ms/step   bound ms   bound/measured   ops/step")
         for s in r.scales:
             base = (f"   no-cache loop {s['recompute_loop_s']:.1f} s ({s['speedup_vs_recompute']:.1f}x slower)"
                     if "recompute_loop_s" in s else "")
             lines.append(f"  {s['scale']:>5} {s['kind']:<16} {s['encoder_s']:>9.2f} {s['loop_s']:>8.2f} "
                          f"{s['tokens_per_s']:>7.1f} {s['ms_per_token_step']:>9.2f} {s['bandwidth_bound_ms']:>10.2f} "
-                         f"{s['bound_fraction']:>16.2f}{base}")
+                         f"{s['bound_fraction']:>16.2f} {s.get('step_operators', '-'):>10}{base}")
     return "\n".join(lines)
 
 
@@ -468,6 +519,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                    help="time only the first N tokens of each scale; the loop is extrapolated (and labelled so)")
     p.add_argument("--threads", type=int, default=None,
                    help="CPU threads (default: physical cores not kept busy by other work, see default_threads)")
+    p.add_argument("--step-mode", default="eager", choices=["eager", "static", "compiled"],
+                   help="how token steps run (ImageBART.step_mode; compiled = torch.compile, its compilation is "
+                   "part of the first, warm-up run)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--baseline", action="store_true", help="also estimate each encoder-decoder scale's token loop "
                    "without a KV cache (the original code's recomputation over the prefix), for a same-run ratio")
@@ -494,6 +548,7 @@ def main(argv: Sequence[str] | None = None) -> list[Result]:
             reset_peak(device)
             t = time.perf_counter()
             model = build(args.model, device, DTYPES[dtype_name], args.seed)
+            model.step_mode = args.step_mode
             if args.scales and not all(1 <= s <= model.n_scales for s in args.scales):
                 raise SystemExit(f"--scales must lie in 1..{model.n_scales}")
             log.info("built %s on %s in %s: %.1f s, memory %s", args.model, dev, dtype_name,
