@@ -1,0 +1,117 @@
+"""Same-run A/B of the whole sampling chain between two checkouts: ``python -m tools.ab_chain``.
+
+Times ``model.sample`` + ``model.decode`` of one released architecture at full size with random weights (the same
+seed and weights on both sides) in fresh processes that alternate between the checkouts (A, B, A, B, ...), so
+both sides see the same machine in the same minutes. Only the public API both sides share is used
+(``random_model``, ``original_config``, ``sample``, ``decode``), so an older commit can be measured against
+this one. Reports the median seconds per side and the ratio, and writes them as JSON.
+
+Example (the commit before a change, checked out next to this one)::
+
+    git worktree add --detach ../base e2031c3
+    python -m tools.ab_chain --a ../base --b . --threads 2 --dtype fp32 bf16 --rounds 3 --json ab.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+#: Run in the child process with the checkout on sys.path: prints one JSON line.
+CHILD = r"""
+import json, sys, time, torch
+model_name, dtype_name, batch, threads, seed = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5])
+torch.set_num_threads(threads)
+from imagebart_core.random_init import random_model
+if model_name == "tiny":
+    from imagebart_core.config import tiny_config
+    config = tiny_config(n_scales=3, conditioning="none", residual=True)
+else:
+    from imagebart_core.original.presets import original_config
+    config = original_config(model_name)
+dtype = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[dtype_name]
+model = random_model(config, "cpu", dtype, seed)
+with torch.inference_mode():
+    t0 = time.perf_counter()
+    codes = model.sample(batch, seed=seed)
+    t1 = time.perf_counter()
+    model.decode(codes)
+    t2 = time.perf_counter()
+print(json.dumps({"sample_s": t1 - t0, "decode_s": t2 - t1, "chain_s": t2 - t0}))
+"""
+
+
+def run_side(checkout: Path, model: str, dtype: str, batch: int, threads: int, seed: int) -> dict:
+    """One timed chain in a fresh process on ``checkout``: {"sample_s", "decode_s", "chain_s"}."""
+    env = dict(os.environ, PYTHONPATH=str(checkout.resolve()), OMP_NUM_THREADS=str(threads))
+    out = subprocess.run([sys.executable, "-c", CHILD, model, dtype, str(batch), str(threads), str(seed)],
+                         cwd=checkout, env=env, capture_output=True, text=True, check=False)
+    if out.returncode != 0:
+        raise SystemExit(f"{checkout}: the timed chain failed:\n{out.stderr[-2000:]}")
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m tools.ab_chain", description=__doc__.split("\n\n")[0])
+    p.add_argument("--a", required=True, type=Path, help="checkout A (e.g. the older commit)")
+    p.add_argument("--b", default=Path("."), type=Path, help="checkout B (default: this one)")
+    p.add_argument("--model", default="ffhq_4_scales_geometric", help="a released architecture name, or tiny")
+    p.add_argument("--dtype", nargs="+", default=["fp32"], choices=["fp32", "bf16", "fp16"])
+    p.add_argument("--batch", type=int, default=1)
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--rounds", type=int, default=3, help="A/B pairs per dtype (A and B alternate)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--json", type=Path, default=None)
+    args = p.parse_args(argv)
+    for side in (args.a, args.b):
+        if not (side / "imagebart_core" / "__init__.py").is_file():
+            p.error(f"{side} is not a checkout of this project (no imagebart_core/)")
+    if args.rounds < 1 or args.batch < 1 or args.threads < 1:
+        p.error("--rounds, --batch and --threads must be >= 1")
+    return args
+
+
+def main(argv: Sequence[str] | None = None) -> dict:
+    args = parse_args(argv)
+    results = []
+    for dtype in args.dtype:
+        runs: dict[str, list[dict]] = {"a": [], "b": []}
+        loads = [os.getloadavg()[0]]
+        for _ in range(args.rounds):
+            for side, checkout in (("a", args.a), ("b", args.b)):
+                runs[side].append(run_side(checkout, args.model, dtype, args.batch, args.threads, args.seed))
+        loads.append(os.getloadavg()[0])
+        med = {side: statistics.median(r["chain_s"] for r in rs) for side, rs in runs.items()}
+        results.append({"dtype": dtype, "a_chain_s": med["a"], "b_chain_s": med["b"], "speedup_b_over_a": med["a"] / med["b"],
+                        "runs": runs, "load_average_before_after": loads})
+        print(f"{args.model} {dtype} batch {args.batch} threads {args.threads}: A {med['a']:.2f} s, "  # noqa: T201
+              f"B {med['b']:.2f} s, B is {med['a'] / med['b']:.2f}x faster (median of {args.rounds})", flush=True)
+    payload = {"command": " ".join(["python -m tools.ab_chain", *(argv if argv is not None else sys.argv[1:])]),
+               "date": time.strftime("%Y-%m-%d %H:%M:%S"), "a": str(args.a), "b": str(args.b),
+               "a_commit": _commit(args.a), "b_commit": _commit(args.b), "model": args.model, "batch": args.batch,
+               "threads": args.threads, "cpu": _cpu(), "results": results}
+    if args.json:
+        args.json.write_text(json.dumps(payload, indent=2))
+    return payload
+
+
+def _commit(checkout: Path) -> str | None:
+    out = subprocess.run(["git", "-C", str(checkout), "rev-parse", "HEAD"], capture_output=True, text=True, check=False)
+    return out.stdout.strip() or None
+
+
+def _cpu() -> str:
+    from tools.bench import cpu_name, physical_cores
+
+    return f"{cpu_name()} ({physical_cores()} cores)"
+
+
+if __name__ == "__main__":
+    main()
