@@ -19,6 +19,7 @@ memory is tight). Results agree with the default kernels to float rounding.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable, Mapping
 
 import torch
@@ -104,6 +105,7 @@ def rows_wanted(rows: int, dtype: torch.dtype) -> bool:
     return dtype == torch.bfloat16 and rows >= 1 and bf16_supported()
 
 
+@functools.cache
 def bf16_supported() -> bool:
     """oneDNN has native bfloat16 kernels on this CPU (AVX512-BF16 / AMX, or emulation on AVX-512)."""
     return torch.backends.mkldnn.is_available() and bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
