@@ -121,11 +121,12 @@ def logit_error(logits: Sequence[torch.Tensor], reference: Sequence[torch.Tensor
 
 
 def token_changes(tokens: Sequence[torch.Tensor], reference: Sequence[torch.Tensor]) -> dict:
-    """How many tokens of ``tokens`` differ from ``reference`` (per scale, same shapes [B, ...]): per scale and
+    """How many tokens of ``tokens`` differ from ``reference`` (per scale, [B, ...] with the same number of tokens
+    per item, e.g. [B, h, w] against [B, h*w]): per scale and
     overall counts and shares, and (scale, item, first differing position) of each row that changed."""
     per_scale, rows = [], []
     for t, (a, b) in enumerate(zip(tokens, reference, strict=True), start=1):
-        if a.shape != b.shape:
+        if a.shape[0] != b.shape[0] or a.numel() != b.numel():
             raise ValueError(f"scale {t}: token shapes {tuple(a.shape)} and {tuple(b.shape)} differ")
         diff = a.reshape(a.shape[0], -1) != b.reshape(b.shape[0], -1)  # [B, N]
         per_scale.append({"changed": int(diff.sum()), "tokens": diff.numel(), "share": float(diff.float().mean())})
