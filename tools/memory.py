@@ -16,6 +16,10 @@ chain's peak against what it is made of:
 * the chain as ``python -m tools.bench`` runs it (``run_config``: every scale for ``--tokens`` tokens, then the
   VQGAN decode), with its peak RSS.
 
+Loading a file is measured by passing a native model file as ``--model``; ``--write-random NAME --storage fp16
+--out FILE`` first writes such a file (a released architecture, random weights, transformers stored in fp16)
+in its own process, so the loading run starts clean.
+
 The figures go into docs/performance.md ("Memory").
 """
 
@@ -152,11 +156,24 @@ def main(argv: Sequence[str] | None = None) -> dict:
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--no-alone", action="store_true", help="skip running each scale alone (only the chain)")
     p.add_argument("--json", default=None, help="write the figures here")
+    p.add_argument("--write-random", metavar="NAME", help="only write a random-weight model file of this released "
+                   "architecture to --out (transformers stored in --storage) and exit")
+    p.add_argument("--storage", default="fp32", choices=sorted(bench.DTYPES))
+    p.add_argument("--out", help="the file --write-random writes (never overwritten)")
     args = p.parse_args(argv)
     if args.batch < 1 or args.tokens < 2:
         p.error("--batch must be >= 1 and --tokens >= 2")
     torch.set_num_threads(args.threads)
     torch.set_grad_enabled(False)
+    if args.write_random:
+        if not args.out:
+            p.error("--write-random needs --out")
+        from imagebart_core.checkpoint import save_model
+
+        model = bench.build(args.write_random, torch.device("cpu"), bench.DTYPES[args.storage])
+        path = save_model(model, args.out, transformer_dtype=bench.DTYPES[args.storage])
+        sys.stdout.write(f"wrote {path} ({path.stat().st_size / 1e9:.2f} GB)\n")
+        return {"wrote": str(path)}
     figures = measure(args.model, args.dtype, args.batch, args.tokens, alone=not args.no_alone)
     figures.update(command=" ".join(["python -m tools.memory", *(sys.argv[1:] if argv is None else argv)]),
                    date=time.strftime("%Y-%m-%d %H:%M:%S"), torch=torch.__version__,
