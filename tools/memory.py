@@ -163,11 +163,19 @@ def main(argv: Sequence[str] | None = None) -> dict:
     args = p.parse_args(argv)
     if args.batch < 1 or args.tokens < 2:
         p.error("--batch must be >= 1 and --tokens >= 2")
+    threads = torch.get_num_threads()
     torch.set_num_threads(args.threads)
-    torch.set_grad_enabled(False)
+    try:
+        with torch.no_grad():
+            return _run(args, list(sys.argv[1:] if argv is None else argv))
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _run(args: argparse.Namespace, argv: list[str]) -> dict:
     if args.write_random:
         if not args.out:
-            p.error("--write-random needs --out")
+            raise SystemExit("--write-random needs --out")
         from imagebart_core.checkpoint import save_model
 
         model = bench.build(args.write_random, torch.device("cpu"), bench.DTYPES[args.storage])
@@ -175,7 +183,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
         sys.stdout.write(f"wrote {path} ({path.stat().st_size / 1e9:.2f} GB)\n")
         return {"wrote": str(path)}
     figures = measure(args.model, args.dtype, args.batch, args.tokens, alone=not args.no_alone)
-    figures.update(command=" ".join(["python -m tools.memory", *(sys.argv[1:] if argv is None else argv)]),
+    figures.update(command=" ".join(["python -m tools.memory", *argv]),
                    date=time.strftime("%Y-%m-%d %H:%M:%S"), torch=torch.__version__,
                    device_name=bench.device_name(torch.device("cpu")))
     sys.stdout.write(format_report(figures) + "\n")

@@ -216,14 +216,14 @@ def main(argv: Sequence[str] | None = None) -> dict:
     fixtures = Path(args.fixtures)
     if not (fixtures / FIXTURE_MODELS[0]).is_dir():
         raise SystemExit(f"--fixtures {fixtures}: no {FIXTURE_MODELS[0]} folder there (the official fixtures)")
-    torch.set_grad_enabled(False)
     figures: dict = {"command": " ".join(["python -m tools.precision", *(sys.argv[1:] if argv is None else argv)]),
                      "date": time.strftime("%Y-%m-%d %H:%M:%S"), "torch": torch.__version__,
                      "threads": torch.get_num_threads(), "device": "cpu", "fixtures": {}}
     with tempfile.TemporaryDirectory() as tmp:
         for name in FIXTURE_MODELS:
             path = convert_fixture(fixtures, name, Path(tmp) / f"{name}-fp32.safetensors")
-            figures["fixtures"][name] = runtime_precision(path, fixtures, name, args.dtypes)
+            with torch.no_grad():
+                figures["fixtures"][name] = runtime_precision(path, fixtures, name, args.dtypes)
     sys.stdout.write(format_report(figures) + "\n")
     if args.json:
         atomic_write_text(args.json, json.dumps(figures, indent=1) + "\n")
