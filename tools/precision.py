@@ -35,6 +35,7 @@ import torch
 import imagebart_core as ib
 from imagebart_core.fileio import atomic_write_text
 from imagebart_core.original.convert import convert_release, locate_release
+from tools.bench import cpu_name
 
 FIXTURES = Path(__file__).resolve().parent.parent.parent / "shared" / "reference" / "official-fixtures"
 FIXTURE_MODELS = ("ffhq_4_scales_geometric", "cin_5_scales_custom")
@@ -218,7 +219,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
         raise SystemExit(f"--fixtures {fixtures}: no {FIXTURE_MODELS[0]} folder there (the official fixtures)")
     figures: dict = {"command": " ".join(["python -m tools.precision", *(sys.argv[1:] if argv is None else argv)]),
                      "date": time.strftime("%Y-%m-%d %H:%M:%S"), "torch": torch.__version__,
-                     "threads": torch.get_num_threads(), "device": "cpu", "fixtures": {}}
+                     "threads": torch.get_num_threads(), "device": "cpu", "cpu": cpu_name(), "fixtures": {}}
     with tempfile.TemporaryDirectory() as tmp:
         for name in FIXTURE_MODELS:
             path = convert_fixture(fixtures, name, Path(tmp) / f"{name}-fp32.safetensors")
