@@ -317,6 +317,7 @@ class SafetensorsReader:
 
     def close(self) -> None:
         self._fh.close()
+        self._staging = None
 
     def __enter__(self) -> SafetensorsReader:
         return self
