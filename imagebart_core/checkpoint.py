@@ -21,9 +21,9 @@ import torch
 from safetensors import safe_open
 
 from .config import FORMAT_VERSION, ModelConfig
-from .fileio import save_safetensors
+from .fileio import SafetensorsReader, save_safetensors
 from .model import ImageBART
-from .validate import check_finite
+from .validate import nonfinite_message
 from .vqgan import check_used
 
 FORMAT_NAME = "imagebart"
@@ -145,8 +145,10 @@ def load_model(path: str | os.PathLike, device: str | torch.device = "cpu",
         model = ImageBART(config, init=False)
     expected = {k: v for k, v in model.state_dict().items()}
     try:
-        with safe_open(str(p), framework="pt", device="cpu") as f:
-            names = set(f.keys())
+        # plain reads into owned memory, no memory map: the file's pages never count towards the process's memory
+        # and no tensor keeps a mapping of the whole file alive (see fileio.SafetensorsReader)
+        with SafetensorsReader(p) as f:
+            names = set(f.names)
             missing = sorted(set(expected) - names)
             unexpected = sorted(names - set(expected))
             if missing or unexpected:
@@ -156,17 +158,13 @@ def load_model(path: str | os.PathLike, device: str | torch.device = "cpu",
                 )
             state = {}
             for name in expected:
-                shape = tuple(f.get_slice(name).get_shape())
+                shape = f.shape(name)
                 want = tuple(expected[name].shape)
                 if name == "vqgan.quantize.used":
                     want = (config.vocab_size,)
                 if shape != want:
                     raise ModelFileError(f"{p}: tensor {name} has shape {shape}, expected {want}")
-                tensor = f.get_tensor(name)
-                check_finite({name: tensor}, str(p), ModelFileError)  # before any cast hides a NaN in fp16 range
-                if tensor.is_floating_point():
-                    tensor = tensor.to(torch.float32 if name.startswith("vqgan.") else dtype)
-                state[name] = tensor
+                state[name] = _read_checked(f, name, torch.float32 if name.startswith("vqgan.") else dtype, p)
     except ModelFileError:
         raise
     except Exception as exc:
@@ -180,6 +178,24 @@ def load_model(path: str | os.PathLike, device: str | torch.device = "cpu",
     model.to(device)
     model.eval()
     return model
+
+
+def _read_checked(reader: SafetensorsReader, name: str, float_dtype: torch.dtype, path: Path) -> torch.Tensor:
+    """Tensor ``name``, floating point ones in ``float_dtype``, every value checked finite as stored (before the
+    cast, which could hide a NaN or make an inf of a large value); read piece by piece, so no full-size
+    intermediate copy (e.g. float32 on the way to bfloat16) is made."""
+    bad = 0
+
+    def count_nonfinite(values: torch.Tensor) -> None:
+        nonlocal bad
+        if values.is_floating_point() and not bool(torch.isfinite(values).all()):
+            bad += int((~torch.isfinite(values)).sum())
+
+    tensor = reader.read(name, float_dtype if reader.dtype(name).is_floating_point else None,
+                         on_chunk=count_nonfinite)
+    if bad:
+        raise ModelFileError(nonfinite_message(str(path), name, bad, tensor.numel()))
+    return tensor
 
 
 def _rebuild_derived(model: ImageBART) -> None:

@@ -16,7 +16,7 @@ import re
 import struct
 import sys
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -204,6 +204,133 @@ class StreamingSafetensorsWriter:
     def __exit__(self, exc_type, exc, tb) -> None:
         if exc_type is not None or self._tmp.exists():
             self.abort()
+
+
+_TORCH_DTYPES = {code: dtype for dtype, code in _SAFETENSORS_DTYPES.items()}
+#: Tensors read in another dtype than stored go through a staging buffer of this size (see SafetensorsReader.read).
+READ_CHUNK_BYTES = 1 << 24
+#: A header longer than this is refused (the format's own readers use the same limit).
+MAX_HEADER_BYTES = 100_000_000
+
+
+class SafetensorsReader:
+    """Read the tensors of a safetensors file one at a time into memory the tensor owns, with plain reads.
+
+    Unlike ``safetensors.safe_open`` this never memory-maps the file: the pages it reads are not counted in the
+    process's resident memory while a model loads, and no loaded tensor is a view that keeps a mapping of the
+    whole file alive (a file loaded in another dtype would otherwise stay resident beside its converted copy).
+    Use as a context manager. Errors (ValueError) name the file and the tensor.
+    """
+
+    def __init__(self, path: str | os.PathLike):
+        self.path = Path(path)
+        self._fh = open(self.path, "rb")  # noqa: SIM115 - closed by close() / the context manager
+        try:
+            size = os.fstat(self._fh.fileno()).st_size
+            raw = self._fh.read(8)
+            if len(raw) != 8:
+                raise ValueError(f"{self.path}: too short for a safetensors file ({size} bytes)")
+            (n,) = struct.unpack("<Q", raw)
+            if n > min(MAX_HEADER_BYTES, size - 8):
+                raise ValueError(f"{self.path}: header length {n} does not fit the file ({size} bytes)")
+            header = json.loads(self._fh.read(n))
+            if not isinstance(header, dict):
+                raise ValueError(f"{self.path}: the header is not a JSON object")
+            self._data_start = 8 + n
+            self._data_bytes = size - self._data_start
+            self._entries = {k: v for k, v in header.items() if k != "__metadata__"}
+            self._staging: torch.Tensor | None = None
+        except BaseException:
+            self._fh.close()
+            raise
+
+    @property
+    def names(self) -> list[str]:
+        return list(self._entries)
+
+    def _entry(self, name: str) -> tuple[torch.dtype, tuple[int, ...], int, int]:
+        e = self._entries.get(name)
+        if not isinstance(e, dict) or e.get("dtype") not in _TORCH_DTYPES:
+            raise ValueError(f"{self.path}: tensor {name} is missing or has a dtype this reader does not know "
+                             f"({e.get('dtype') if isinstance(e, dict) else None!r})")
+        dtype = _TORCH_DTYPES[e["dtype"]]
+        shape = tuple(int(d) for d in e["shape"])
+        begin, end = (int(o) for o in e["data_offsets"])
+        numel = 1
+        for d in shape:
+            numel *= d
+        if min(shape, default=0) < 0 or not 0 <= begin <= end <= self._data_bytes \
+                or end - begin != numel * torch.empty((), dtype=dtype).element_size():
+            raise ValueError(f"{self.path}: tensor {name} (shape {shape}, bytes {begin}..{end}) does not fit "
+                             f"the file's {self._data_bytes} data bytes (truncated or corrupt?)")
+        return dtype, shape, begin, end
+
+    def shape(self, name: str) -> tuple[int, ...]:
+        return self._entry(name)[1]
+
+    def dtype(self, name: str) -> torch.dtype:
+        """The dtype ``name`` is stored in."""
+        return self._entry(name)[0]
+
+    def read(self, name: str, dtype: torch.dtype | None = None,
+             on_chunk: Callable[[torch.Tensor], None] | None = None) -> torch.Tensor:
+        """The tensor ``name`` as a new CPU tensor that owns its memory, in ``dtype`` (default: as stored).
+
+        A tensor read in its stored dtype is read straight into its own memory; one read in another dtype goes
+        through one reused staging buffer of at most :data:`READ_CHUNK_BYTES`, so no second, full-size copy of
+        any tensor (e.g. a float32 one on the way to bfloat16) is ever made. ``on_chunk`` sees every stored value
+        once, in pieces (1-D tensors of the stored dtype), before any cast: for checks such as finiteness.
+        """
+        stored, shape, begin, end = self._entry(name)
+        size = torch.empty((), dtype=stored).element_size()
+        out = torch.empty(shape, dtype=dtype or stored)
+        flat = out.view(-1)  # [numel]
+        direct = out.dtype == stored and sys.byteorder == "little"
+        step = max(1, READ_CHUNK_BYTES // size)  # elements per piece
+        if not direct and self._staging is None and flat.numel():
+            self._staging = torch.empty(READ_CHUNK_BYTES, dtype=torch.uint8)  # [bytes], reused for every piece
+        self._fh.seek(self._data_start + begin)
+        for start in range(0, flat.numel(), step):
+            count = min(step, flat.numel() - start)
+            if direct:
+                raw = flat[start : start + count].view(torch.uint8)  # [count * size], the output's own memory
+            else:
+                raw = self._staging[: count * size]
+            self._read_exactly(raw, name)
+            if sys.byteorder != "little":
+                raw = swap_bytes(raw, size)
+            values = raw.view(stored)  # [count]
+            if on_chunk is not None:
+                on_chunk(values)
+            if not direct:
+                flat[start : start + count].copy_(values)
+        return out
+
+    def _read_exactly(self, raw: torch.Tensor, name: str) -> None:
+        view = memoryview(raw.numpy())
+        done = 0
+        while done < len(view):
+            got = self._fh.readinto(view[done:])
+            if not got:
+                raise ValueError(f"{self.path}: tensor {name} is cut short (truncated file?)")
+            done += got
+
+    def close(self) -> None:
+        self._fh.close()
+        self._staging = None
+
+    def __enter__(self) -> SafetensorsReader:
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        self.close()
+
+
+def swap_bytes(raw: torch.Tensor, itemsize: int) -> torch.Tensor:
+    """uint8 [n * itemsize] little-endian element bytes -> the same elements in the other byte order (a copy)."""
+    if itemsize == 1:
+        return raw
+    return raw.view(-1, itemsize).flip(1).reshape(-1)
 
 
 def save_safetensors(tensors: dict[str, torch.Tensor], path: str | os.PathLike,

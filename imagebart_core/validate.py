@@ -116,6 +116,10 @@ def check_finite(tensors: Mapping[str, torch.Tensor], where: str, error: type[Ex
             continue
         finite = torch.isfinite(t)
         if not bool(finite.all()):
-            bad = int((~finite).sum())
-            raise error(f"{where}: tensor {name} has {bad} of {t.numel()} values NaN or inf; "
-                        "the weights are damaged (a diverged training run or a corrupt file)")
+            raise error(nonfinite_message(where, name, int((~finite).sum()), t.numel()))
+
+
+def nonfinite_message(where: str, name: str, bad: int, numel: int) -> str:
+    """The error text for a tensor ``name`` with ``bad`` of ``numel`` values NaN or inf."""
+    return (f"{where}: tensor {name} has {bad} of {numel} values NaN or inf; "
+            "the weights are damaged (a diverged training run or a corrupt file)")

@@ -27,64 +27,41 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import imagebart_core as ib  # noqa: E402
-from imagebart_core.original.convert import convert_release, locate_release  # noqa: E402
 from imagebart_core.original.presets import ORIGINAL_MODELS  # noqa: E402
 from imagebart_core.original.sizes import STORAGE_DTYPES, human_bytes, model_size  # noqa: E402
+from tools import precision  # noqa: E402 - the fixture helpers, shared with python -m tools.precision
 
-FIXTURES = Path(__file__).resolve().parent.parent.parent / "shared" / "reference" / "official-fixtures"
-MODELS = ("ffhq_4_scales_geometric", "cin_5_scales_custom")
-
-
-def _load(path: Path) -> dict[str, torch.Tensor]:
-    from safetensors.torch import load_file
-
-    return load_file(str(path))
+FIXTURES = precision.FIXTURES
+MODELS = precision.FIXTURE_MODELS
 
 
 def measure(fixtures: Path, name: str, workdir: Path) -> dict:
-    exp = _load(fixtures / name / "expected.safetensors")
-    greedy = _load(fixtures / name / "greedy.safetensors")
+    exp, greedy = precision.fixture_tensors(fixtures, name)
     models = {}
     for dt, torch_dtype in STORAGE_DTYPES.items():
-        out = convert_release(locate_release(fixtures / name, name), workdir / f"{name}-{dt}.safetensors",
-                              hash_files=False, dtype=torch_dtype)
+        out = precision.convert_fixture(fixtures, name, workdir / f"{name}-{dt}.safetensors", torch_dtype)
         models[dt] = ib.load_model(out)  # float32 transformers: only the storage rounding differs
-    cond = None
-    if "class_labels" in exp:
-        cond = models["fp32"].class_condition(exp["class_labels"].tolist())
+    cond = precision.fixture_condition(models["fp32"], exp)
     T = models["fp32"].n_scales
     K = models["fp32"].config.vocab_size
     result: dict = {"scales": T, "K": K, "dtypes": {}}
-    logits, tokens = {}, {}
-    for dt, model in models.items():
-        logits[dt] = [model.scale_logits(t, exp[f"scale{t}.x_t"], exp[f"scale{t}.x_tm1"], cond) for t in range(1, T + 1)]
-        tokens[dt] = []
-        for t in range(1, T + 1):
-            codes = ib.Codes(greedy[f"greedy.scale{t}.x_t"].view(2, 16, 16), t + 1, model.codebook_id, K)
-            tokens[dt].append(model.reverse_step(codes, cond, steps=1, top_k=1, temperature=1.0, seed=0).tokens)
-    ref_max = max(float(exp[f"scale{t}.logits"].abs().max()) for t in range(1, T + 1))
+    logits = {dt: precision.teacher_forced_logits(model, exp, cond) for dt, model in models.items()}
+    tokens = {dt: precision.greedy_scale_tokens(model, greedy, cond) for dt, model in models.items()}
+    original_logits = [exp[f"scale{t}.logits"] for t in range(1, T + 1)]
+    original_greedy = [greedy[f"greedy.scale{t}.x_tm1"] for t in range(1, T + 1)]
     for dt in ("fp32", "fp16", "bf16"):
-        diffs = [(a - b).abs() for a, b in zip(logits[dt], logits["fp32"])]
-        vs_original = max(float((a - exp[f"scale{t}.logits"]).abs().max()) for t, a in enumerate(logits[dt], 1))
-        changed = sum(int((a != b).sum()) for a, b in zip(tokens[dt], tokens["fp32"]))
-        total = sum(a.numel() for a in tokens["fp32"])
-        ref_greedy = sum(int((a.view(2, 256) != greedy[f"greedy.scale{t}.x_tm1"]).sum())
-                         for t, a in enumerate(tokens[dt], 1))
-        diverged = []  # (scale, item, first differing position) of each greedy row that changed
-        for t, (a, b) in enumerate(zip(tokens[dt], tokens["fp32"]), 1):
-            for i, (ra, rb) in enumerate(zip(a.view(a.shape[0], -1), b.view(b.shape[0], -1))):
-                if not torch.equal(ra, rb):
-                    diverged.append([t, i, int((ra != rb).nonzero()[0])])
+        vs_fp32 = precision.logit_error(logits[dt], logits["fp32"])
+        changed = precision.token_changes(tokens[dt], tokens["fp32"])
         result["dtypes"][dt] = {
-            "greedy_rows_changed": diverged,
-            "logits_max_abs_vs_fp32": max(float(d.max()) for d in diffs),
-            "logits_mean_abs_vs_fp32": float(torch.cat([d.flatten() for d in diffs]).mean()),
-            "logits_max_abs_vs_original": vs_original,
-            "max_abs_logit": ref_max,
-            "greedy_tokens_changed_vs_fp32": changed,
-            "greedy_tokens_changed_vs_original": ref_greedy,
-            "greedy_tokens": total,
-            "per_scale_max_abs_vs_fp32": [float(d.max()) for d in diffs],
+            "greedy_rows_changed": changed["rows_changed"],  # (scale, item, first differing position) per row
+            "logits_max_abs_vs_fp32": vs_fp32["max_abs"],
+            "logits_mean_abs_vs_fp32": vs_fp32["mean_abs"],
+            "logits_max_abs_vs_original": precision.logit_error(logits[dt], original_logits)["max_abs"],
+            "max_abs_logit": max(float(x.abs().max()) for x in original_logits),
+            "greedy_tokens_changed_vs_fp32": changed["changed"],
+            "greedy_tokens_changed_vs_original": precision.token_changes(tokens[dt], original_greedy)["changed"],
+            "greedy_tokens": changed["tokens"],
+            "per_scale_max_abs_vs_fp32": [s["max_abs"] for s in vs_fp32["per_scale"]],
             "file_bytes": (workdir / f"{name}-{dt}.safetensors").stat().st_size,
         }
     return result
