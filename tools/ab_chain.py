@@ -20,9 +20,10 @@ import os
 import statistics
 import subprocess
 import sys
-import time
 from collections.abc import Sequence
 from pathlib import Path
+
+from tools.records import provenance, write_json
 
 #: Run in the child process with the checkout on sys.path: prints one JSON line.
 CHILD = r"""
@@ -93,12 +94,10 @@ def main(argv: Sequence[str] | None = None) -> dict:
                         "runs": runs, "load_average_before_after": loads})
         print(f"{args.model} {dtype} batch {args.batch} threads {args.threads}: A {med['a']:.2f} s, "  # noqa: T201
               f"B {med['b']:.2f} s, B is {med['a'] / med['b']:.2f}x faster (median of {args.rounds})", flush=True)
-    payload = {"command": " ".join(["python -m tools.ab_chain", *(argv if argv is not None else sys.argv[1:])]),
-               "date": time.strftime("%Y-%m-%d %H:%M:%S"), "a": str(args.a), "b": str(args.b),
+    payload = {**provenance("tools.ab_chain", argv), "a": str(args.a), "b": str(args.b),
                "a_commit": _commit(args.a), "b_commit": _commit(args.b), "model": args.model, "batch": args.batch,
                "threads": args.threads, "cpu": _cpu(), "results": results}
-    if args.json:
-        args.json.write_text(json.dumps(payload, indent=2))
+    write_json(args.json, payload, indent=2)
     return payload
 
 

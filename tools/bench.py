@@ -25,12 +25,10 @@ from __future__ import annotations
 
 import argparse
 import gc
-import json
 import logging
 import os
 import platform
 import statistics
-import sys
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
@@ -39,6 +37,7 @@ from pathlib import Path
 import torch
 
 from imagebart_core.model import ImageBART
+from tools.records import provenance, write_json
 
 log = logging.getLogger(__name__)
 
@@ -563,11 +562,7 @@ def main(argv: Sequence[str] | None = None) -> list[Result]:
             gc.collect()
             if device.type == "cuda":
                 torch.cuda.empty_cache()
-    if args.json:
-        payload = {"command": " ".join(["python -m tools.bench", *(argv or sys.argv[1:])]),
-                   "date": time.strftime("%Y-%m-%d %H:%M:%S"), "torch": torch.__version__,
-                   "results": [asdict(r) for r in results]}
-        Path(args.json).write_text(json.dumps(payload, indent=2))
+    write_json(args.json, {**provenance("tools.bench", argv), "results": [asdict(r) for r in results]}, indent=2)
     return results
 
 

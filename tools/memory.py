@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import argparse
 import gc
-import json
 import sys
 import time
 from collections.abc import Sequence
@@ -35,8 +34,8 @@ from collections.abc import Sequence
 import torch
 
 from imagebart_core import budget
-from imagebart_core.fileio import atomic_write_text
 from tools import bench
+from tools.records import provenance, write_json
 
 
 def rss() -> int:
@@ -183,12 +182,9 @@ def _run(args: argparse.Namespace, argv: list[str]) -> dict:
         sys.stdout.write(f"wrote {path} ({path.stat().st_size / 1e9:.2f} GB)\n")
         return {"wrote": str(path)}
     figures = measure(args.model, args.dtype, args.batch, args.tokens, alone=not args.no_alone)
-    figures.update(command=" ".join(["python -m tools.memory", *argv]),
-                   date=time.strftime("%Y-%m-%d %H:%M:%S"), torch=torch.__version__,
-                   device_name=bench.device_name(torch.device("cpu")))
+    figures.update(**provenance("tools.memory", argv), device_name=bench.device_name(torch.device("cpu")))
     sys.stdout.write(format_report(figures) + "\n")
-    if args.json:
-        atomic_write_text(args.json, json.dumps(figures, indent=1) + "\n")
+    write_json(args.json, figures)
     return figures
 
 

@@ -23,19 +23,17 @@ into float32. No timing figures: see ``python -m tools.bench`` for those.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import tempfile
-import time
 from collections.abc import Sequence
 from pathlib import Path
 
 import torch
 
 import imagebart_core as ib
-from imagebart_core.fileio import atomic_write_text
 from imagebart_core.original.convert import convert_release, locate_release
 from tools.bench import cpu_name
+from tools.records import provenance, write_json
 
 FIXTURES = Path(__file__).resolve().parent.parent.parent / "shared" / "reference" / "official-fixtures"
 FIXTURE_MODELS = ("ffhq_4_scales_geometric", "cin_5_scales_custom")
@@ -217,17 +215,15 @@ def main(argv: Sequence[str] | None = None) -> dict:
     fixtures = Path(args.fixtures)
     if not (fixtures / FIXTURE_MODELS[0]).is_dir():
         raise SystemExit(f"--fixtures {fixtures}: no {FIXTURE_MODELS[0]} folder there (the official fixtures)")
-    figures: dict = {"command": " ".join(["python -m tools.precision", *(sys.argv[1:] if argv is None else argv)]),
-                     "date": time.strftime("%Y-%m-%d %H:%M:%S"), "torch": torch.__version__,
-                     "threads": torch.get_num_threads(), "device": "cpu", "cpu": cpu_name(), "fixtures": {}}
+    figures: dict = {**provenance("tools.precision", argv), "threads": torch.get_num_threads(), "device": "cpu",
+                     "cpu": cpu_name(), "fixtures": {}}
     with tempfile.TemporaryDirectory() as tmp:
         for name in FIXTURE_MODELS:
             path = convert_fixture(fixtures, name, Path(tmp) / f"{name}-fp32.safetensors")
             with torch.no_grad():
                 figures["fixtures"][name] = runtime_precision(path, fixtures, name, args.dtypes)
     sys.stdout.write(format_report(figures) + "\n")
-    if args.json:
-        atomic_write_text(args.json, json.dumps(figures, indent=1) + "\n")
+    write_json(args.json, figures)
     return figures
 
 
