@@ -518,9 +518,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                    help="time only the first N tokens of each scale; the loop is extrapolated (and labelled so)")
     p.add_argument("--threads", type=int, default=None,
                    help="CPU threads (default: physical cores not kept busy by other work, see default_threads)")
-    p.add_argument("--step-mode", default="eager", choices=["eager", "static", "compiled"],
-                   help="how token steps run (ImageBART.step_mode; compiled = torch.compile, its compilation is "
-                   "part of the first, warm-up run)")
+    p.add_argument("--step-mode", nargs="+", default=["eager"], choices=["eager", "static", "compiled"],
+                   help="how token steps run (ImageBART.step_mode), one result per mode; compiled = torch.compile "
+                   "(CUDA graphs on CUDA), its compilation is part of the first, warm-up run")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--baseline", action="store_true", help="also estimate each encoder-decoder scale's token loop "
                    "without a KV cache (the original code's recomputation over the prefix), for a same-run ratio")
@@ -547,17 +547,18 @@ def main(argv: Sequence[str] | None = None) -> list[Result]:
             reset_peak(device)
             t = time.perf_counter()
             model = build(args.model, device, DTYPES[dtype_name], args.seed)
-            model.step_mode = args.step_mode
             if args.scales and not all(1 <= s <= model.n_scales for s in args.scales):
                 raise SystemExit(f"--scales must lie in 1..{model.n_scales}")
             log.info("built %s on %s in %s: %.1f s, memory %s", args.model, dev, dtype_name,
                      time.perf_counter() - t, _gb(current_bytes(device)))
-            for batch in args.batch:
-                r = run_config(model, Path(args.model).stem if Path(args.model).is_file() else args.model, batch,
-                               dtype_name, scales=args.scales, tokens=args.tokens, repeats=args.repeats,
-                               warmup=args.warmup, bandwidth=bandwidth, seed=args.seed, baseline=args.baseline)
-                results.append(r)
-                print(format_table([r]), flush=True)  # noqa: T201 - CLI summary
+            for mode in args.step_mode:
+                model.step_mode = mode
+                for batch in args.batch:
+                    r = run_config(model, Path(args.model).stem if Path(args.model).is_file() else args.model, batch,
+                                   dtype_name, scales=args.scales, tokens=args.tokens, repeats=args.repeats,
+                                   warmup=args.warmup, bandwidth=bandwidth, seed=args.seed, baseline=args.baseline)
+                    results.append(r)
+                    print(format_table([r]), flush=True)  # noqa: T201 - CLI summary
             del model
             gc.collect()
             if device.type == "cuda":
