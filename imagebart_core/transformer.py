@@ -341,13 +341,8 @@ class EncoderDecoderScale(nn.Module):
         if prev is None:
             prev = torch.full((b,), SOS_TOKEN, dtype=torch.long, device=self.dec_pos_emb.weight.device)
         h = self.dec_token_emb(prev[:, None]) + self.dec_pos_emb.weight[n]  # [B, 1, D]
-        for block, cache, kv in zip(self.decoder, state.caches, state.cross_kv):
-            h = block.step(h, cache, kv, kernels=state.kernels)
-        logits = state.kernels.linear(self.to_logits, self.dec_norm(h))  # [B, 1, K]
-        if state.residual is not None:
-            gain, offset = state.residual
-            logits = logits * gain + offset[:, n : n + 1]  # the residual term (see residual)
-        return logits[:, 0]
+        offset = None if state.residual is None else state.residual[1][:, n : n + 1]  # [B, 1, K]
+        return self._decode_position(state, h, offset)
 
     def step_at(self, state: DecodeState, index: torch.Tensor, prev: torch.Tensor) -> torch.Tensor:
         """:meth:`step` with the same tensor shapes at every token (for ``torch.compile`` and CUDA graphs): logits
@@ -356,12 +351,18 @@ class EncoderDecoderScale(nn.Module):
         cache = state.caches[0]
         at = StaticPosition.at(index, cache.k.shape[2], cache.k.dtype)
         h = self.dec_token_emb(prev[:, None]) + self.dec_pos_emb(index)  # [B, 1, D]
-        for block, layer_cache, kv in zip(self.decoder, state.caches, state.cross_kv):
-            h = block.step(h, layer_cache, kv, kernels=state.kernels, at=at)
+        offset = None if state.residual is None else state.residual[1].index_select(1, index)  # [B, 1, K]
+        return self._decode_position(state, h, offset, at)
+
+    def _decode_position(self, state: DecodeState, h: torch.Tensor, offset: torch.Tensor | None,
+                         at: StaticPosition | None = None) -> torch.Tensor:
+        """One position's embedding h [B, 1, D] through the decoder (caches appended, or written ``at``) to logits
+        [B, K], plus the residual term with this position's ``offset`` [B, 1, K] (see :meth:`residual`)."""
+        for block, cache, kv in zip(self.decoder, state.caches, state.cross_kv):
+            h = block.step(h, cache, kv, kernels=state.kernels, at=at)
         logits = state.kernels.linear(self.to_logits, self.dec_norm(h))  # [B, 1, K]
-        if state.residual is not None:
-            gain, offset = state.residual
-            logits = logits * gain + offset.index_select(1, index)  # the residual term (see residual)
+        if offset is not None:
+            logits = logits * state.residual[0] + offset
         return logits[:, 0]
 
     def feed(self, state: DecodeState, inputs: torch.Tensor, scale: int) -> None:
@@ -475,9 +476,7 @@ class DecoderOnlyScale(nn.Module):
             return state.prefix_logits
         pos = state.caches[0].length
         h = self.token_emb(prev[:, None]) + self.pos_emb[:, pos]  # [B, 1, D]
-        for block, cache in zip(self.blocks, state.caches):
-            h = block.step(h, cache, kernels=state.kernels)
-        return state.kernels.linear(self.head, self.norm(h))[:, 0]
+        return self._decode_position(state, h)
 
     def step_at(self, state: DecodeState, index: torch.Tensor, prev: torch.Tensor) -> torch.Tensor:
         """:meth:`step` with the same tensor shapes at every token (for ``torch.compile`` and CUDA graphs): logits
@@ -487,8 +486,13 @@ class DecoderOnlyScale(nn.Module):
         cache = state.caches[0]
         at = StaticPosition.at(index, cache.k.shape[2], cache.k.dtype)
         h = self.token_emb(prev[:, None]) + self.pos_emb.index_select(1, index)  # [B, 1, D]
-        for block, layer_cache in zip(self.blocks, state.caches):
-            h = block.step(h, layer_cache, kernels=state.kernels, at=at)
+        return self._decode_position(state, h, at)
+
+    def _decode_position(self, state: DecodeState, h: torch.Tensor, at: StaticPosition | None = None) -> torch.Tensor:
+        """One position's embedding h [B, 1, D] through the stack (caches appended, or written ``at``) to logits
+        [B, K]."""
+        for block, cache in zip(self.blocks, state.caches):
+            h = block.step(h, cache, kernels=state.kernels, at=at)
         return state.kernels.linear(self.head, self.norm(h))[:, 0]
 
     def warm(self, state: DecodeState, written: torch.Tensor, scale: int) -> None:
