@@ -338,6 +338,13 @@ class VQGAN(nn.Module):
     def _nearest(prequant: torch.Tensor, codebook: torch.Tensor) -> torch.Tensor:
         """argmin over the rows of ``codebook`` [N, D] of ||z||^2 + ||e||^2 - 2 z.e; -> int64 [B, h, w]."""
         b, d, h, w = prequant.shape
+        with torch.autocast(prequant.device.type, enabled=False):  # distances in fp32 also under a trainer's autocast
+            return VQGAN._nearest_fp32(prequant, codebook).reshape(b, h, w)  # [B, h, w]
+
+    @staticmethod
+    def _nearest_fp32(prequant: torch.Tensor, codebook: torch.Tensor) -> torch.Tensor:
+        """``_nearest`` with autocast off; -> int64 [B*h*w]."""
+        d = prequant.shape[1]
         z = prequant.detach().float().permute(0, 2, 3, 1).reshape(-1, d)  # [B*h*w, D]
         e = codebook.detach().float()  # [N, D]
         e_sq = (e**2).sum(dim=1)  # [N]
@@ -347,8 +354,7 @@ class VQGAN(nn.Module):
             zc = z[start : start + rows]  # [n, D]
             dist = (zc**2).sum(dim=1, keepdim=True) + e_sq - 2.0 * (zc @ e.t())  # [n, N]
             out.append(dist.argmin(dim=1))
-        ids = torch.cat(out) if out else z.new_zeros((0,), dtype=torch.int64)
-        return ids.reshape(b, h, w)  # [B, h, w]
+        return torch.cat(out) if out else z.new_zeros((0,), dtype=torch.int64)
 
     def nearest_codes(self, prequant: torch.Tensor) -> torch.Tensor:
         """Nearest code of the FULL codebook per latent position.
@@ -486,7 +492,7 @@ class VQGAN(nn.Module):
             ``prequant``), loss a float scalar ``mean((z_q.detach() - z)^2) + beta * mean((z_q - z.detach())^2)``,
             ids int64 ``[B, h, w]`` full-codebook ids.
         """
-        z = prequant
+        z = prequant.float()  # a trainer's bf16 autocast leaves the quantiser and its loss in fp32
         ids = self.nearest_codes(z)  # [B, h, w]
         z_q = self.quantize.embedding(ids).permute(0, 3, 1, 2)  # [B, h, w, D] -> [B, D, h, w]
         loss = torch.mean((z_q.detach() - z) ** 2) + beta * torch.mean((z_q - z.detach()) ** 2)

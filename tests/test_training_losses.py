@@ -96,8 +96,9 @@ def test_forward_noise_and_posterior_samples_have_the_right_statistics():
     assert torch.allclose(freq, torch.tensor([0.2, 0.5, 0.3]), atol=0.015)
 
 
-@pytest.mark.parametrize("scale,kind", [(1, "ce"), (2, "kl"), (3, "kl-top")])
-def test_overfitting_a_fixed_batch_drives_the_scale_loss_down(scale, kind):
+@pytest.mark.parametrize("scale,kind,precision", [(1, "ce", "fp32"), (2, "kl", "fp32"), (3, "kl-top", "fp32"),
+                                                  (1, "ce", "bf16"), (3, "kl-top", "bf16")])
+def test_overfitting_a_fixed_batch_drives_the_scale_loss_down(scale, kind, precision):
     from _training_fixtures import TINY_VQ
 
     from training.model_config import build_model_config
@@ -112,8 +113,14 @@ def test_overfitting_a_fixed_batch_drives_the_scale_loss_down(scale, kind):
     cond = torch.tensor([[0], [1], [0], [1]])
     opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
     losses = []
+    from training import optim
+
+    if precision == "bf16" and not optim.cpu_bf16_supported():
+        pytest.skip("this CPU has no bf16 instructions")
     for _ in range(60):
-        loss, _ = scale_loss(model(t.x_in, t.target, cond), t, scale)
+        with optim.autocast(precision, torch.device("cpu")):  # bf16: the trainers' CPU autocast + math attention
+            logits = model(t.x_in, t.target, cond)
+        loss, _ = scale_loss(logits, t, scale)
         opt.zero_grad()
         loss.backward()
         opt.step()
@@ -220,3 +227,36 @@ def test_ema_and_schedule():
     assert warmup_cosine(60, warmup=10, total=110, lr=1.0, lr_start=0.0, lr_min=0.0) == pytest.approx(0.5)
     assert warmup_cosine(500, warmup=10, total=110, lr=1.0, lr_start=0.0, lr_min=0.1) == pytest.approx(0.1)
     assert not math.isnan(warmup_cosine(0, warmup=0, total=1, lr=1.0, lr_start=0.0, lr_min=0.0))
+
+
+def test_cpu_bf16_precision_is_an_explicit_choice_and_needs_bf16_instructions(monkeypatch):
+    from training import optim
+
+    cpu = torch.device("cpu")
+    assert optim.resolve_precision("auto", cpu) == "fp32"  # the CPU default does not change
+    with pytest.raises(ValueError, match="fp16 needs a CUDA device"):
+        optim.resolve_precision("fp16", cpu)
+    monkeypatch.setattr(optim, "cpu_bf16_supported", lambda: False)
+    with pytest.raises(ValueError, match="lacks"):
+        optim.resolve_precision("bf16", cpu)
+    monkeypatch.setattr(optim, "cpu_bf16_supported", lambda: True)
+    assert optim.resolve_precision("bf16", cpu) == "bf16"
+
+
+def test_the_quantiser_stays_fp32_under_a_trainers_bf16_autocast():
+    model = _vqgan()
+    gen = torch.Generator().manual_seed(1)
+    codebook = model.quantize.embedding.weight
+    # codes and latents that differ only below bf16's resolution around 1.0: bf16 distances pick other codes
+    with torch.no_grad():
+        codebook.copy_(1.0 + 1e-3 * torch.randn(codebook.shape, generator=gen))
+    z = 1.0 + 1e-3 * torch.randn(2, model.cfg.embed_dim, 2, 2, generator=gen)  # [B, D, h, w]
+    ref_ids = model.nearest_codes(z)
+    flat = z.permute(0, 2, 3, 1).reshape(-1, z.shape[1])  # [B*h*w, D]
+    with torch.autocast("cpu", dtype=torch.bfloat16):  # what the distances would be without the guard
+        unguarded = ((flat**2).sum(1, keepdim=True) + (codebook**2).sum(1) - 2.0 * (flat @ codebook.t())).argmin(1)
+        ids = model.nearest_codes(z)
+        z_q, loss, st_ids = model.quantize_st(z)
+    assert not torch.equal(unguarded.reshape(ref_ids.shape), ref_ids)  # the setup is sensitive to bf16
+    assert torch.equal(ids, ref_ids) and torch.equal(st_ids, ref_ids)
+    assert z_q.dtype == torch.float32 and loss.dtype == torch.float32

@@ -31,7 +31,8 @@ def add_trainer_args(p: argparse.ArgumentParser, *, lr: float, batch: int, steps
     g.add_argument("--grad-clip", type=float, default=0.0, help="clip the gradient norm to this (0 = off)")
     g.add_argument("--ema-decay", type=float, default=ema, help=f"EMA decay of the weights (0 = no EMA; default {ema:g})")
     g.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16", "fp16"],
-                   help="mixed precision on GPU (auto: bf16 where supported, else fp32; CPU is always fp32)")
+                   help="mixed precision (auto: bf16 on a GPU that supports it, else fp32, also on CPU; bf16 also runs on a "
+                        "CPU with bf16 instructions; fp16 needs a GPU)")
     g = p.add_argument_group("run")
     g.add_argument("--out", required=True, help="run folder (checkpoints, log.csv, samples, exported weights)")
     g.add_argument("--resume", default="auto", help="auto (default): continue from OUT/checkpoints/last.pt if it "
