@@ -145,3 +145,31 @@ def test_same_settings_give_the_same_pictures_and_overwrite_is_explicit(tmp_path
     write_emoji(tmp_path / "a", EmojiSettings(variants=1, per_group=1), overwrite=True)
     assert len(list((tmp_path / "a").rglob("*.png"))) == 9
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a", "b"]  # no partial or old folders left
+
+
+def test_group_balancing_gives_rarer_groups_more_variants():
+    from training.make_emoji import training_variants
+
+    people = [Emoji((0x1F44D, 0x1F3FB + i), f"thumbs up {i}", "people-body", "hand", "E1.0") for i in range(5)]
+    people += [Emoji((0x1F590 + i,), f"hand {i}", "people-body", "hand", "E1.0") for i in range(25)]
+    smileys = [Emoji((0x1F600 + i,), f"face {i}", "smileys-emotion", "face", "E1.0") for i in range(3)]
+    catalog = people + smileys
+    assert training_variants(catalog, EmojiSettings(variants=4)) == {g: 4 for g in GROUPS.values()}
+    s = EmojiSettings(group_images=12, heldout_fraction=0.0)
+    v = training_variants(catalog, s)
+    assert v["people-body"] == 1 and v["smileys-emotion"] == 4  # 30 emoji x 1 picture; 3 emoji x 4 pictures
+    assert v["flags"] == 1  # a group without emoji
+    s = EmojiSettings(group_images=12, heldout_fraction=0.5)  # only the training split's emoji count
+    n_train = sum(not is_heldout(e, 0.5) for e in smileys)
+    assert training_variants(catalog, s)["smileys-emotion"] == max(1, round(12 / n_train))
+    with pytest.raises(ValueError, match="group_images"):
+        EmojiSettings(group_images=0).check()
+
+
+@needs_font
+def test_balanced_data_set_has_about_the_same_pictures_per_group(tmp_path):
+    s = EmojiSettings(per_group=3, heldout_fraction=0.0, group_images=6)
+    summary = write_emoji(tmp_path / "emoji", s)
+    per_group = {g: len(list((tmp_path / "emoji" / "train" / g).glob("*.png"))) for g in GROUPS.values()}
+    assert all(n == 6 for n in per_group.values()), per_group  # 3 emoji x 2 pictures in every group
+    assert summary["training_variants"] == {g: 2 for g in GROUPS.values()}

@@ -79,6 +79,7 @@ class EmojiSettings:
     max_shift: int = 4
     seed: int = 0
     per_group: int | None = None  # only the first N emoji of each group (file order): small test sets
+    group_images: int | None = None  # training pictures per group (balances the groups; replaces ``variants``)
 
     def check(self) -> None:
         if self.size < 8:
@@ -90,6 +91,8 @@ class EmojiSettings:
             raise ValueError(f"min_scale must be in (0, 1], got {self.min_scale}")
         if self.max_shift < 0:
             raise ValueError(f"max_shift must be >= 0, got {self.max_shift}")
+        if self.group_images is not None and self.group_images < 1:
+            raise ValueError(f"group_images must be >= 1, got {self.group_images}")
         if self.per_group is not None and self.per_group < 1:
             raise ValueError(f"per_group must be >= 1, got {self.per_group}")
         if not 0.0 <= self.heldout_fraction < 1.0:
@@ -206,7 +209,20 @@ def write_emoji(out: str | Path, settings: EmojiSettings | None = None, font_pat
     return summary
 
 
+def training_variants(catalog: list[Emoji], s: EmojiSettings) -> dict[str, int]:
+    """Pictures per training emoji, per group: ``s.variants`` everywhere, or with ``s.group_images`` about that
+    many pictures per group (``max(1, round(group_images / emoji of the group in the training split))``, counted
+    on the catalog, so an emoji the font lacks leaves its group slightly short). The Unicode groups differ 25-fold
+    in size (skin-tone sequences make people & body over half of all emoji); balancing them gives each group
+    about the same share of a trainer's batches, with more augmented variants of the rarer groups' emoji."""
+    if s.group_images is None:
+        return {group: s.variants for group in GROUPS.values()}
+    counts = Counter(item.group for item in catalog if not is_heldout(item, s.heldout_fraction))
+    return {group: max(1, round(s.group_images / counts[group])) if counts[group] else 1 for group in GROUPS.values()}
+
+
 def _render_all(tmp: Path, catalog: list[Emoji], renderer: GlyphRenderer, s: EmojiSettings) -> dict:
+    variants = training_variants(catalog, s)  # group -> pictures per training emoji
     for split in SPLITS:
         for group in GROUPS.values():
             (tmp / split / group).mkdir(parents=True, exist_ok=True)
@@ -220,7 +236,7 @@ def _render_all(tmp: Path, catalog: list[Emoji], renderer: GlyphRenderer, s: Emo
                 missing.append({"code": item.code, "name": item.name})
                 continue
             split = "heldout" if is_heldout(item, s.heldout_fraction) else "train"
-            n = s.heldout_variants if split == "heldout" else s.variants
+            n = s.heldout_variants if split == "heldout" else variants[item.group]
             files = []
             for v in range(n):
                 stem = tmp / split / item.group / f"{item.code}_{v}"
@@ -239,6 +255,7 @@ def _render_all(tmp: Path, catalog: list[Emoji], renderer: GlyphRenderer, s: Emo
         "settings": asdict(s),
         "emoji": {split: sum(counts[split].values()) for split in SPLITS},
         "images": {split: images[split] for split in SPLITS},
+        "training_variants": variants,
         "groups": {split: {g: counts[split][g] for g in GROUPS.values()} for split in SPLITS},
         "missing_from_font": missing,
     }
@@ -268,6 +285,9 @@ def main(argv=None) -> None:
     p.add_argument("--size", type=int, default=d.size, help=f"image side in pixels (default {d.size})")
     p.add_argument("--variants", type=int, default=d.variants,
                    help=f"pictures per emoji in the training split, the first canonical (default {d.variants})")
+    p.add_argument("--group-images", type=int, default=None,
+                   help="balance the groups: about this many training pictures per group (each emoji of a group gets "
+                        "max(1, round(N / emoji in the group)) pictures; replaces --variants)")
     p.add_argument("--heldout-variants", type=int, default=d.heldout_variants,
                    help=f"pictures per emoji in the held-out split (default {d.heldout_variants})")
     p.add_argument("--heldout-fraction", type=float, default=d.heldout_fraction,
@@ -286,7 +306,7 @@ def main(argv=None) -> None:
     a = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     settings = EmojiSettings(a.size, a.variants, a.heldout_variants, a.heldout_fraction, a.min_scale, a.max_shift,
-                             a.seed, a.per_group)
+                             a.seed, a.per_group, a.group_images)
     try:
         summary = write_emoji(a.out, settings, a.font, a.emoji_test, a.overwrite)
     except (EmojiFontMissing, EmojiSourceMissing, FileExistsError, ValueError) as exc:
