@@ -23,7 +23,14 @@ def test_smoke_recipe_writes_two_loadable_models_and_its_record(tmp_path):
     main(["--work", str(tmp_path / "work"), "--models", str(models), "--smoke"])
     record = json.loads((models / "emoji_recipe.json").read_text())
     expected = dataclasses.replace(EmojiRecipeSettings(), **SMOKE)
-    assert record["settings"] == json.loads(json.dumps(dataclasses.asdict(expected)))
+    settings = dict(record["settings"])
+    from training.optim import cpu_bf16_supported
+
+    assert settings.pop("precision_used") == ("bf16" if cpu_bf16_supported() else "fp32")
+    assert settings == json.loads(json.dumps(dataclasses.asdict(expected)))
+    # group-balanced training pictures: SMOKE's group_images over each group's training emoji
+    assert record["data"]["training_variants"] == {
+        g: max(1, round(SMOKE["group_images"] / n)) if n else 1 for g, n in record["data"]["groups"]["train"].items()}
     assert set(record["step_seconds"]) == {"data", "vqgan+classifier", "shrink", "configs", "codes", "scales",
                                            "assemble", "evaluate"}
     assert set(record["seconds_per_training_step"]) == {"vqgan+classifier", "scales"}
