@@ -28,7 +28,9 @@ def test_the_record_holds_the_recipe_defaults_and_the_metrics_file_its_figures()
     if not record.is_file() or not metrics.is_file():
         pytest.skip("no bundled emoji recipe record")
     recorded = json.loads(record.read_text())
-    assert recorded["settings"] == json.loads(json.dumps(dataclasses.asdict(EmojiRecipeSettings())))
+    settings = dict(recorded["settings"])
+    assert settings.pop("precision_used") in ("bf16", "fp32")  # bf16 where the CPU has it (the bundled run: bf16)
+    assert settings == json.loads(json.dumps(dataclasses.asdict(EmojiRecipeSettings())))
     assert set(recorded["outputs"].values()) == set(NAMES)
     # every training step timed ("data" is absent when the rendered data set was already in the work folder)
     assert {"vqgan+classifier", "shrink", "configs", "codes", "scales", "assemble", "evaluate"} <= set(
