@@ -69,7 +69,9 @@ class EmojiShowcase:
     edit_class: str = "flags"  # the most distinctive group (wide striped rectangles); animals-nature was tried
     class_edit_guidance: float = 3.0
     class_edit_seed: int = 1
-    edit_prompt: str = "blue heart"  # "grinning cat" was tried: it kept the face yellow, no cat
+    # chosen from 8 candidates by looking (seed 9 fixed before): "blue heart", "red heart", "globe showing americas",
+    # "evergreen tree", "green apple", "red apple" and "snowflake" mostly kept the face yellow or only reddened it
+    edit_prompt: str = "flag: Sweden"
     text_edit_guidance: float = 5.0
     text_edit_seed: int = 9
     variation_level: int = 2

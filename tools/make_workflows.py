@@ -47,7 +47,7 @@ SAMPLE_PROMPT = "red apple"
 UPPER_HALF_CLASS = "smileys-emotion"  # the upper-half completion's condition (the face is a smiley)
 UPPER_HALF_GUIDANCE = 2.0
 EDIT_CLASS = "flags"  # the group whose look the model draws most distinctly (animals-nature was tried: no animal)
-EDIT_PROMPT = "blue heart"  # "grinning cat" was tried: it kept the face yellow, no cat
+EDIT_PROMPT = "flag: Sweden"  # chosen by looking at 8 candidates (tools.demo.EmojiShowcase); "blue heart" kept the face yellow
 TEXT_EDIT_GUIDANCE = 5.0
 PANORAMA_PROMPTS = ("red apple", "globe showing americas")
 VARIATION_LEVEL = 2
@@ -173,9 +173,10 @@ def unconditional(defs):
     wf = Workflow("unconditional_sampling", defs)
     note(wf, "## Unconditional sampling\nThe whole chain in one Sample node: noise -> clean codes -> image, four "
              "64x64 emoji-like pictures of any group (batch item i uses seed + i). The bar counts scales x tokens "
-             "and previews each finished level. Expect soft, blurry shapes in emoji colours on a light background "
-             "(yellow round blobs, striped rectangles, head-like shapes), not recognisable emoji: the bundled models "
-             "are small and were trained for 2000 steps on a CPU.")
+             "and previews each finished level. Expect soft, blurry pictures in emoji colours on a light background, "
+             "of any group (for this seed a blue square tile, a yellow ring, a pale shape and a yellow-green one), "
+             "rarely a recognisable emoji: the bundled models are small (8x8 codes, chains of width 128 trained "
+             "for 7000 steps on a CPU).")
     m = wf.node("ImageBARTLoader", 0, model_name=MODELS["uncond"])
     s = wf.node("ImageBARTSample", 1, model=(m, 0), batch_size=4, seed=SEEDS["unconditional"])
     d = wf.node("ImageBARTDecode", 2, model=(m, 0), codes=(s, 0))
@@ -188,9 +189,10 @@ def class_sampling(defs):
     note(wf, "## Samples per emoji group\nOne sample for each of the nine Unicode emoji groups (Class Condition: "
              "one group per line = one batch item each, in this order: " + ", ".join(GROUPS) + f"). 'guidance' "
              f"{GROUP_GUIDANCE:g} (classifier-free; the value README's measurements use) makes the group count "
-             "more. Expect a group's look rather than a particular emoji, and blurry: flags come out as wide "
-             "striped rectangles, smileys-emotion as yellow round shapes, people-body as head-like shapes (dark "
-             "hair, blue or purple below); the other groups are soft blotches in their typical colours.",
+             "more. Expect a group's look rather than a particular emoji, and blurry: flags come out as striped "
+             "flags, symbols as square coloured tiles, people-body as figures; smileys-emotion is usually a yellow "
+             "face with dark eyes (in this seed's first item a teal blob); the other groups are soft blotches in "
+             "their typical colours (animals green or blue, food orange-yellow, objects and activities pale).",
          kind="class")
     m = wf.node("ImageBARTLoader", 0, model_name=MODELS["class"])
     # tall enough to show the nine lines of the class box and the classes the node reports after a run
@@ -206,8 +208,9 @@ def text_sampling(defs):
     wf = Workflow("text_sampling", defs)
     note(wf, f"## Samples for a prompt\nFour samples of \"{SAMPLE_PROMPT}\" (batch item i uses seed + i), "
              f"'guidance' {GROUP_GUIDANCE:g}. The prompt is an emoji's name; other names work the same way (\"blue "
-             "heart\", \"cloud\", \"flag: Sweden\"). Expect soft red-orange roundish blobs: the model follows a "
-             "prompt's colours (and a flag's striped rectangle) far more than its exact shape.", kind="text")
+             "heart\", \"cloud\", \"flag: Sweden\"). Expect red-orange, roundish apple-like blobs, one with a "
+             "stem-like notch: the model follows a prompt's colours and rough outline (and a flag's stripes) far "
+             "more than its details.", kind="text")
     m = wf.node("ImageBARTLoader", 0, model_name=MODELS["text"])
     c = wf.node("ImageBARTTextCondition", 0, model=(m, 0), prompt=SAMPLE_PROMPT, batch_size=4)
     s = wf.node("ImageBARTSample", 1, model=(m, 0), condition=(c, 0), seed=SEEDS["text_sampling"],
@@ -255,8 +258,8 @@ def inpainting(defs):
              "stretched to the encoded image. 'composite' pastes the result into the original at its own size, "
              "keeping the original pixels outside the mask. The example paints over the left lens of the "
              "'smiling face with sunglasses'; with no condition the model continues the face's yellow into the "
-             "painted area, with a dark or red patch where the lens was in some seeds; the redrawn part is "
-             "blurrier than the kept pixels around it (the VQGAN's reconstruction). " + IMAGES_NOTE)
+             "painted area (for this seed yellow with a pale patch; other seeds draw a dark, lens-like band); the "
+             "redrawn part is blurrier than the kept pixels around it (the VQGAN's reconstruction). " + IMAGES_NOTE)
     _, _, r = _edit(wf, "uncond", MASKED, seed=SEEDS["inpainting"])
     wf.node("SaveImage", 3, images=(r, 1), filename_prefix="imagebart/inpainting")
     return wf
@@ -268,7 +271,7 @@ def upper_half(defs):
              "regenerated to fit its lower half, four times (batch item i uses seed + i), under the group "
              f"'{UPPER_HALF_CLASS}' (guidance {UPPER_HALF_GUIDANCE:g}). The mask is built with core mask nodes (1 = "
              "regenerate); the lower half is kept exactly. Expect a yellow, rounded top that continues the face's "
-             "outline and colour, with blurry darker or red patches where the eyes were; no crisp eyes. "
+             "outline and colour, mostly with two blurry dark eye spots; no crisp eyes. "
              + IMAGES_NOTE, kind="class")
     m = wf.node("ImageBARTLoader", 0, model_name=MODELS["class"])
     img = wf.node("LoadImage", 0, image=FACE)
@@ -290,7 +293,7 @@ def class_edit(defs):
              f"index; for the released ImageNet models e.g. 'tiger'). The example's left half of the grinning face "
              f"is transparent and is redrawn under the group '{EDIT_CLASS}', 'guidance' {GUIDANCE:g} "
              "(classifier-free) making the group count more; the right half is kept. Expect the left half to turn "
-             "into a flag-like striped rectangle (dark blue, red and light bands) against the kept half face. "
+             "into a flag-like block (red, yellow and dark bands) against the kept half face. "
              + IMAGES_NOTE, kind="class")
 
     def cond(wf, m):
@@ -305,9 +308,10 @@ def text_edit(defs):
     wf = Workflow("text_guided_local_edit", defs)
     note(wf, "## Text-guided local editing\nThe painted area is regenerated following a prompt. The example's "
              f"left half of the grinning face is transparent and is redrawn as \"{EDIT_PROMPT}\" (guidance "
-             f"{TEXT_EDIT_GUIDANCE:g}); the right half is kept. Expect the left half to turn blue, the prompt's "
-             "colour, in a blurry patch against the kept half face, not a heart shape: the model follows a prompt's "
-             "colours far more than its shapes. " + IMAGES_NOTE, kind="text")
+             f"{TEXT_EDIT_GUIDANCE:g}); the right half is kept. Expect the left half to turn into a blurry flag-like "
+             "block in blue and yellow (with some red) against the kept half face. Names with strong colours and "
+             "shapes work best; \"blue heart\" or \"red apple\" mostly keep the face yellow or only redden it. "
+             + IMAGES_NOTE, kind="text")
 
     def cond(wf, m):
         return wf.node("ImageBARTTextCondition", 1, model=(m, 0), prompt=EDIT_PROMPT)
@@ -322,8 +326,8 @@ def variations(defs):
     note(wf, f"## Variations of an image\nEncode, noise the codes up to level {VARIATION_LEVEL} (Noise Codes: "
              "higher = more change, up to the top level = pure noise), then run the reverse chain back down. Four "
              "variations of the grinning face (batch item i uses seed + i). Level 2 is the middle of this model's "
-             "three levels (1 = clean, 3 = noise), so they change a lot: soft shapes in the face's yellow, some "
-             "keeping a round face-like outline with dark spots, others drifting to other blobs. " + IMAGES_NOTE)
+             "three levels (1 = clean, 3 = noise), so they change a lot: soft yellow face-like shapes with dark "
+             "spots where the eyes and mouth were, some with red or blue patches. " + IMAGES_NOTE)
     m = wf.node("ImageBARTLoader", 0, model_name=MODELS["uncond"])
     img = wf.node("LoadImage", 0, image=FACE)
     rep = wf.node("RepeatImageBatch", 1, image=(img, 0), amount=4)
@@ -343,8 +347,9 @@ def wide_panorama(defs):
              "the 64 px emoji model; 768 for a 256 px model): every code is drawn looking at a trained-size window "
              "around it (sliding windows, moved by 'window_stride' codes, 0 = automatic). Condition Blend mixes "
              f"two prompts from left to right: \"{left_prompt}\" rules the left edge, \"{right_prompt}\" the "
-             "right edge. Expect a wide band of blurry blobs, red-orange over most of the width with blue patches only "
-             "at the right end for this seed (seed 18 turns blue over the right third): the blend shows in colour.",
+             "right edge. Expect a wide band of blurry blobs, dark red-orange on the left and mixed colours with blue "
+             "and teal patches towards the right for this seed (seed 18 is red on the left and blue over the right "
+             "half): the blend shows in colour.",
          kind="text")
     m = wf.node("ImageBARTLoader", 0, model_name=MODELS["text"])
     left = wf.node("ImageBARTTextCondition", 1, title="Prompt on the left", model=(m, 0), prompt=left_prompt)
@@ -364,8 +369,8 @@ def large_inpainting(defs):
              f"at least the model's size) instead of being shrunk to the model's {SIZE}x{SIZE}. Masked Refine "
              "regenerates the painted area over the apple (LoadImage alpha; transparent = regenerate) with sliding "
              "windows; the decoded result is pasted into the original with the mask (ImageCompositeMasked), so "
-             "unmasked pixels stay exactly as loaded. Expect the stroke to be redrawn in the apple's reds and "
-             "oranges with lighter patches, blurrier than the crisp pixels around it. " + IMAGES_NOTE)
+             "unmasked pixels stay exactly as loaded. Expect the stroke to be redrawn in the apple's reds with dark "
+             "and white patches, blurrier than the crisp pixels around it. " + IMAGES_NOTE)
     m = wf.node("ImageBARTLoader", 0, model_name=MODELS["uncond"])
     img = wf.node("LoadImage", 0, image=WIDE_MASKED)
     e = wf.node("ImageBARTEncode", 1, model=(m, 0), image=(img, 0), fit="keep size (round to multiple of factor)")
