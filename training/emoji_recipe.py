@@ -15,7 +15,9 @@ a group classifier trained by the recipe (training.emoji_classifier) assigns to 
 a text-model sample for a held-in caption is nearer to its own emoji than to 9 random others.
 
 The sizes (8x8 codes, a factor-8 VQGAN with 16 base channels and a squared-error loss, two scales of width
-128) were chosen from measured step times and held-out A/B runs: docs/training.md, "The colour-emoji recipe".
+128), the group-balanced data, the VQGAN's optimiser and bf16 training (on a CPU with bf16 instructions; fp32
+elsewhere, with a warning) were chosen from measured step times and held-out A/B runs: docs/training.md, "The
+colour-emoji recipe".
 The bundled ``models/imagebart-emoji-*.safetensors`` are this command's output (``training.compare_models``
 compares a re-run's files with them). ``--evaluate-only`` re-measures existing files without training.
 
