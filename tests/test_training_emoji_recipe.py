@@ -61,3 +61,21 @@ def test_smoke_recipe_writes_two_loadable_models_and_its_record(tmp_path):
     cond = text_model.text_condition(["grinning face"])
     images = text_model.decode(text_model.sample(1, cond=cond, seed=0))
     assert tuple(images.shape) == (1, 3, 64, 64) and torch.isfinite(images).all()
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not FONT_PATH.is_file() or not EMOJI_TEST_PATH.is_file(),
+                    reason="needs fonts-noto-color-emoji and unicode-data (apt-get install ...)")
+def test_the_smoke_recipe_run_twice_gives_the_same_tensors(tmp_path, monkeypatch):
+    """Every job is seeded and single-threaded, in bf16 too where the CPU has it: two runs give the same files."""
+    from training.compare_models import compare_files
+    from training.emoji_recipe import CLASS_MODEL, TEXT_MODEL, main
+
+    monkeypatch.delenv("PYTHONPATH", raising=False)  # the recipe's jobs find the package from any folder
+    for run in ("a", "b"):
+        (tmp_path / run).mkdir()
+        monkeypatch.chdir(tmp_path / run)  # relative paths, as the bundled run records them
+        main(["--work", "runs/emoji", "--models", "runs/emoji/models", "--smoke"])
+    for name in (CLASS_MODEL, TEXT_MODEL):
+        report = compare_files(tmp_path / "a" / "runs/emoji/models" / name, tmp_path / "b" / "runs/emoji/models" / name)
+        assert report["same"], report

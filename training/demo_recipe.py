@@ -21,6 +21,7 @@ import dataclasses
 import json
 import logging
 import math
+import os
 import subprocess
 import sys
 import time
@@ -79,6 +80,16 @@ def module_command(module: str, *args: object) -> list[str]:
     return [sys.executable, "-m", module, *[str(a) for a in args]]
 
 
+def job_environment() -> dict[str, str]:
+    """The environment of a recipe's jobs: this one, with the folder that holds this package first on
+    PYTHONPATH, so that ``python -m training.x`` finds the package from any working directory (a clone's recipe
+    run from elsewhere, e.g. in a scratch folder; an installed wheel finds it anyway)."""
+    env = dict(os.environ)
+    root = str(Path(__file__).resolve().parents[1])
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH", "")) if p)
+    return env
+
+
 class Recipe:
     def __init__(self, work: Path, models: Path, settings: DemoSettings, force: bool, parallel: int):
         self.work, self.models, self.s, self.force, self.parallel = work, models, settings, force, parallel
@@ -97,7 +108,7 @@ class Recipe:
             while pending and len(running) < self.parallel:
                 cmd = pending.pop(0)
                 log.info("$ %s", " ".join(cmd[1:]))
-                running.append(subprocess.Popen(cmd))
+                running.append(subprocess.Popen(cmd, env=job_environment()))
             time.sleep(0.5)
             for proc in list(running):
                 if proc.poll() is not None:
