@@ -339,22 +339,17 @@ class VQGAN(nn.Module):
         """argmin over the rows of ``codebook`` [N, D] of ||z||^2 + ||e||^2 - 2 z.e; -> int64 [B, h, w]."""
         b, d, h, w = prequant.shape
         with torch.autocast(prequant.device.type, enabled=False):  # distances in fp32 also under a trainer's autocast
-            return VQGAN._nearest_fp32(prequant, codebook).reshape(b, h, w)  # [B, h, w]
-
-    @staticmethod
-    def _nearest_fp32(prequant: torch.Tensor, codebook: torch.Tensor) -> torch.Tensor:
-        """``_nearest`` with autocast off; -> int64 [B*h*w]."""
-        d = prequant.shape[1]
-        z = prequant.detach().float().permute(0, 2, 3, 1).reshape(-1, d)  # [B*h*w, D]
-        e = codebook.detach().float()  # [N, D]
-        e_sq = (e**2).sum(dim=1)  # [N]
-        rows = max(1, _DISTANCE_CHUNK_ELEMENTS // max(1, e.shape[0]))
-        out = []
-        for start in range(0, z.shape[0], rows):
-            zc = z[start : start + rows]  # [n, D]
-            dist = (zc**2).sum(dim=1, keepdim=True) + e_sq - 2.0 * (zc @ e.t())  # [n, N]
-            out.append(dist.argmin(dim=1))
-        return torch.cat(out) if out else z.new_zeros((0,), dtype=torch.int64)
+            z = prequant.detach().float().permute(0, 2, 3, 1).reshape(-1, d)  # [B*h*w, D]
+            e = codebook.detach().float()  # [N, D]
+            e_sq = (e**2).sum(dim=1)  # [N]
+            rows = max(1, _DISTANCE_CHUNK_ELEMENTS // max(1, e.shape[0]))
+            out = []
+            for start in range(0, z.shape[0], rows):
+                zc = z[start : start + rows]  # [n, D]
+                dist = (zc**2).sum(dim=1, keepdim=True) + e_sq - 2.0 * (zc @ e.t())  # [n, N]
+                out.append(dist.argmin(dim=1))
+        ids = torch.cat(out) if out else z.new_zeros((0,), dtype=torch.int64)
+        return ids.reshape(b, h, w)  # [B, h, w]
 
     def nearest_codes(self, prequant: torch.Tensor) -> torch.Tensor:
         """Nearest code of the FULL codebook per latent position.

@@ -9,6 +9,8 @@ from typing import Any
 
 import torch
 
+from imagebart_core.packed import bf16_supported as cpu_bf16_supported  # the sampler's own check
+
 
 def warmup_cosine(step: int, *, warmup: int, total: int, lr: float, lr_start: float, lr_min: float) -> float:
     """Linear warm-up from ``lr_start`` to ``lr`` over ``warmup`` steps, then cosine decay to ``lr_min`` at
@@ -88,11 +90,6 @@ def resolve_precision(precision: str, device: torch.device) -> str:
     if precision == "bf16" and device.type not in ("cpu", "cuda"):
         raise ValueError(f"--precision bf16 needs a CUDA device or a CPU; got {device.type}")
     return precision
-
-
-def cpu_bf16_supported() -> bool:
-    """True when oneDNN runs bf16 kernels natively on this CPU."""
-    return torch.backends.mkldnn.is_available() and bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
 
 
 def accumulation_sync(module, distributed: bool, last_micro_batch: bool):
