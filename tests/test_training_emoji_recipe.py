@@ -26,7 +26,8 @@ def test_smoke_recipe_writes_two_loadable_models_and_its_record(tmp_path):
     settings = dict(record["settings"])
     from training.optim import cpu_bf16_supported
 
-    assert settings.pop("precision_used") == ("bf16" if cpu_bf16_supported() else "fp32")
+    used = "bf16" if cpu_bf16_supported() else "fp32"
+    assert settings.pop("precision_used") == {"vqgan": used, "scales": used}
     assert settings == json.loads(json.dumps(dataclasses.asdict(expected)))
     # group-balanced training pictures: SMOKE's group_images over each group's training emoji
     assert record["data"]["training_variants"] == {

@@ -103,12 +103,13 @@ class Recipe:
         """Run commands (up to ``parallel`` at once); record the step's wall time."""
         t0 = time.perf_counter()
         pending = list(commands)
+        env = job_environment()
         running: list[subprocess.Popen] = []
         while pending or running:
             while pending and len(running) < self.parallel:
                 cmd = pending.pop(0)
                 log.info("$ %s", " ".join(cmd[1:]))
-                running.append(subprocess.Popen(cmd, env=job_environment()))
+                running.append(subprocess.Popen(cmd, env=env))
             time.sleep(0.5)
             for proc in list(running):
                 if proc.poll() is not None:

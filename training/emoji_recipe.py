@@ -118,6 +118,7 @@ class EmojiRecipe(Recipe):
 
     def run(self) -> dict:
         s, w = self.s, self.work
+        precision = {"vqgan": self.precision(s.vq_precision), "scales": self.precision(s.scale_precision)}
         w.mkdir(parents=True, exist_ok=True)
         self.models.mkdir(parents=True, exist_ok=True)
         data = w / "emoji"
@@ -148,7 +149,7 @@ class EmojiRecipe(Recipe):
                 "--beta1", s.vq_betas[0], "--beta2", s.vq_betas[1],
                 "--restart-dead-codes", s.vq_restart_every, "--val-every", s.vq_val_every, "--out", w / "vqgan",
                 "--seed", s.seed, "--no-progress", "--threads", s.vq_threads, "--workers", 0, "--log-every", 50,
-                "--sample-every", 1000, "--ckpt-every", 500, "--precision", self.precision(s.vq_precision)))
+                "--sample-every", 1000, "--ckpt-every", 500, "--precision", precision["vqgan"]))
         if not self._done(clf):
             jobs.append(module_command(
                 "training.emoji_classifier", "--data", train, "--heldout", heldout, "--out", clf, "--image-size",
@@ -189,7 +190,7 @@ class EmojiRecipe(Recipe):
                     "--warmup-steps", s.warmup_steps, "--cond-dropout", s.cond_dropout, "--ema-decay", s.ema_decay,
                     "--seed", s.seed + scale, "--threads", max(1, 2 // self.parallel), "--workers", 0,
                     "--no-progress", "--log-every", 200, "--sample-every", 0, "--ckpt-every", 500,
-                    "--precision", self.precision(s.scale_precision)))
+                    "--precision", precision["scales"]))
         if jobs:
             self._run("scales", jobs)
         outputs = self.outputs()
@@ -198,7 +199,7 @@ class EmojiRecipe(Recipe):
             *[w / kind / f"scale{i}" for i in range(1, s.n_scales + 1)], "--out", outputs[kind],
             "--store-dtype", "fp16", "--overwrite") for kind in configs])
         metrics = self.evaluate()
-        return {"settings": {**dataclasses.asdict(s), "precision_used": self.precision("bf16")},
+        return {"settings": {**dataclasses.asdict(s), "precision_used": precision},
                 "step_seconds": self.times,
                 "seconds_per_training_step": {
                     "vqgan+classifier": round(self.times.get("vqgan+classifier", 0.0) / s.vq_steps, 3),
