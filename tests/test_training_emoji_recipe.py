@@ -46,9 +46,16 @@ def test_smoke_recipe_writes_two_loadable_models_and_its_record(tmp_path):
     assert 0 <= metrics["classifier"]["heldout"]["balanced_accuracy"] <= 1
     share = metrics["class"]["samples_in_asked_group"]
     assert set(share["per_group"]) == set(class_model.config.conditioning.class_names)
-    assert share["samples_per_group"] == SMOKE["eval_per_group"] and share["guidance"] == 2.0
+    assert share["samples_per_group"] == SMOKE["eval_per_group"]
+    assert (share["guidance"], share["top_k"]) == (expected.class_guidance, None)
     retrieval = metrics["text"]["samples_nearest_own_emoji"]
     assert retrieval["captions"] == SMOKE["eval_captions"] and retrieval["distractors"] == SMOKE["eval_distractors"]
+    assert (retrieval["guidance"], retrieval["top_k"]) == (expected.text_guidance, expected.text_top_k)
+    # each scale of each model trained for its own step count (SMOKE gives the four different ones)
+    for kind in ("class", "text"):
+        for scale, steps in enumerate(SMOKE[f"{kind}_scale_steps"], start=1):
+            log = (tmp_path / "work" / kind / f"scale{scale}" / "log.jsonl").read_text().splitlines()
+            assert json.loads(log[-1])["step"] == steps, (kind, scale)
     # the evaluation alone, on the files already there, trains nothing and measures the same
     models_before = {p.name: p.stat().st_mtime_ns for p in models.glob("*.safetensors")}
     again = main(["--work", str(tmp_path / "work"), "--models", str(models), "--smoke", "--evaluate-only"])
@@ -62,6 +69,16 @@ def test_smoke_recipe_writes_two_loadable_models_and_its_record(tmp_path):
     cond = text_model.text_condition(["grinning face"])
     images = text_model.decode(text_model.sample(1, cond=cond, seed=0))
     assert tuple(images.shape) == (1, 3, 64, 64) and torch.isfinite(images).all()
+
+
+def test_a_step_list_that_does_not_fit_the_scales_is_refused_before_any_work(tmp_path):
+    from training.emoji_recipe import EmojiRecipe, EmojiRecipeSettings
+
+    for bad in ((1000,), (1000, 0), (1000, 2000, 3000)):
+        settings = dataclasses.replace(EmojiRecipeSettings(), text_scale_steps=bad)
+        with pytest.raises(SystemExit, match="text_scale_steps must give n_scales = 2 positive step counts"):
+            EmojiRecipe(tmp_path / "work", tmp_path / "models", settings, False, 2).run()
+    assert not (tmp_path / "work").exists()
 
 
 @pytest.mark.slow

@@ -25,19 +25,22 @@ from .data import load_rgb, to_tensor
 SAMPLE_BATCH = 32  # sampling batch (keeps the memory of guided sampling small)
 
 
-def _sample_images(model, cond, n: int, seed: int, guidance: float) -> torch.Tensor:
-    """``n`` samples (condition rows ``cond``) decoded -> float ``[n, 3, H, W]`` in 0..1; item i has seed
-    ``seed + i`` whatever the batching."""
+def _sample_images(model, cond, n: int, seed: int, guidance: float, top_k: int | None = None) -> torch.Tensor:
+    """``n`` samples (condition rows ``cond``; ``top_k`` None = full distribution, else the k most likely codes
+    at every scale) decoded -> float ``[n, 3, H, W]`` in 0..1; item i has seed ``seed + i`` whatever the
+    batching."""
     out = []
     for start in range(0, n, SAMPLE_BATCH):
         idx = list(range(start, min(n, start + SAMPLE_BATCH)))
-        codes = model.sample(len(idx), cond=cond.select(idx), seed=[seed + i for i in idx], guidance=guidance)
+        codes = model.sample(len(idx), cond=cond.select(idx), seed=[seed + i for i in idx], guidance=guidance,
+                             top_k=top_k)
         out.append(model.decode(codes))
     return torch.cat(out)
 
 
 @torch.no_grad()
-def group_sample_share(model, clf, per_group: int = 16, guidance: float = 2.0, seed: int = 0) -> dict:
+def group_sample_share(model, clf, per_group: int = 16, guidance: float = 2.0, seed: int = 0,
+                       top_k: int | None = None) -> dict:
     """Share of the class model's samples that ``clf`` (a training.emoji_classifier.GroupClassifier with the same
     group list) assigns to the asked group."""
     names = list(model.config.conditioning.class_names or [])
@@ -45,14 +48,14 @@ def group_sample_share(model, clf, per_group: int = 16, guidance: float = 2.0, s
         raise ValueError(f"the classifier has {clf.n_classes} groups, the model {len(names)}: they must share the "
                          "group list of the training split")
     labels = [c for c in range(len(names)) for _ in range(per_group)]
-    images = _sample_images(model, model.class_condition(labels), len(labels), seed, guidance)  # [N, 3, H, W]
+    images = _sample_images(model, model.class_condition(labels), len(labels), seed, guidance, top_k)  # [N, 3, H, W]
     pred = clf.predict(images)  # [N]
     hit = (pred == torch.tensor(labels)).float()
     per = {names[c]: round(float(hit[c * per_group:(c + 1) * per_group].mean()), 4) for c in range(len(names))}
     confused = {names[c]: names[int(torch.bincount(pred[c * per_group:(c + 1) * per_group],
                                                     minlength=len(names)).argmax())] for c in range(len(names))}
     return {"share": round(float(hit.mean()), 4), "per_group": per, "most_assigned": confused,
-            "samples_per_group": per_group, "guidance": guidance, "seed": seed,
+            "samples_per_group": per_group, "guidance": guidance, "top_k": top_k, "seed": seed,
             "chance": round(1 / len(names), 4)}
 
 
@@ -77,7 +80,7 @@ def _picture(root: Path, rel: str, size: int) -> torch.Tensor:
 
 @torch.no_grad()
 def caption_retrieval(model, clf, emoji_root: str | Path, n: int = 100, distractors: int = 9,
-                      guidance: float = 2.0, seed: int = 0) -> dict:
+                      guidance: float = 2.0, seed: int = 0, top_k: int | None = None) -> dict:
     """How often a text-model sample for a held-in caption is nearer to its own emoji than to each of
     ``distractors`` random others (see the module doc)."""
     root = Path(emoji_root)
@@ -92,7 +95,8 @@ def caption_retrieval(model, clf, emoji_root: str | Path, n: int = 100, distract
     canon = clf.features(torch.stack([_picture(root, emoji[j]["files"][0], size) for j in needed]))  # [M, F]
     row = {j: r for r, j in enumerate(needed)}
     captions = [emoji[i]["caption"] for i in chosen]
-    samples = clf.features(_sample_images(model, model.text_condition(captions), len(chosen), seed, guidance))
+    samples = clf.features(_sample_images(model, model.text_condition(captions), len(chosen), seed, guidance,
+                                          top_k))
 
     def hits(queries: torch.Tensor, valid: list[bool]) -> tuple[int, int]:
         h = total = 0
@@ -111,7 +115,7 @@ def caption_retrieval(model, clf, emoji_root: str | Path, n: int = 100, distract
                                      for i, ok in zip(chosen, real_ok)]))
     rh, rtotal = hits(real, real_ok)
     return {"share": round(h / total, 4), "captions": total, "distractors": distractors,
-            "chance": round(1 / (distractors + 1), 4), "guidance": guidance, "seed": seed,
+            "chance": round(1 / (distractors + 1), 4), "guidance": guidance, "top_k": top_k, "seed": seed,
             "real_augmented_picture_share": round(rh / rtotal, 4) if rtotal else None,
             "examples": [{"caption": c, "hit": bool(float(q @ canon[row[i]]) >
                                                      max(float(q @ canon[row[j]]) for j in o))}

@@ -48,7 +48,7 @@ log = logging.getLogger("training.emoji_recipe")
 CLASS_MODEL = "imagebart-emoji-class.safetensors"
 TEXT_MODEL = "imagebart-emoji-text.safetensors"
 CLASSIFIER = "group_classifier.safetensors"
-GUIDANCE_SWEEP = (1.0, 3.0)  # the group model's share is also measured at these guidances (besides eval_guidance)
+GUIDANCE_SWEEP = (1.0, 2.0, 3.0, 5.0)  # the group model's share is also measured at these (besides class_guidance)
 
 
 @dataclass
@@ -91,7 +91,11 @@ class EmojiRecipeSettings:
     decoder_depth: int = 2
     top_depth: int = 4
     text_length: int = 24
-    scale_steps: int = 7000
+    # training steps per scale (scale 1, the content from noise, first), per model: scale 1 decides what a
+    # sample shows and was still improving at 7000 steps (the text model's most); scale 2 only sharpens, and
+    # gains little after 4000 (docs/training.md, "The colour-emoji recipe")
+    class_scale_steps: tuple[int, ...] = (11000, 4000)
+    text_scale_steps: tuple[int, ...] = (13000, 4000)
     scale_batch: int = 24
     scale_lr: float = 1e-3
     warmup_steps: int = 100
@@ -99,7 +103,11 @@ class EmojiRecipeSettings:
     scale_precision: str = "bf16"  # as vq_precision (1.4-1.6x faster steps on a CPU with bf16 instructions)
     ema_decay: float = 0.998
     # evaluation (training.emoji_eval)
-    eval_guidance: float = 2.0  # the demo's guidance (tools.demo)
+    # the demo's sampling settings (tools.demo, the class / text sampling workflows), chosen on the previous
+    # models' samples with seeds 0 and 1 (docs/training.md)
+    class_guidance: float = 4.0
+    text_guidance: float = 2.0
+    text_top_k: int | None = 4  # the text model samples from its 4 most likely codes at every scale
     eval_per_group: int = 16
     eval_captions: int = 100
     eval_distractors: int = 9
@@ -109,8 +117,16 @@ class EmojiRecipeSettings:
 
 SMOKE = dict(variants=2, group_images=6, heldout_fraction=0.5, per_group=4, vq_n_embed=64, vq_steps=3, vq_batch=4, vq_warmup=1,
              vq_val_every=0, vq_restart_every=2, n_scales=2, dim=32, heads=2, dim_head=16, depth=1, decoder_depth=1,
-             top_depth=1, text_length=8, scale_steps=3, scale_batch=4, warmup_steps=1, clf_width=8, clf_steps=3,
-             clf_batch=4, eval_per_group=1, eval_captions=4, eval_distractors=3)
+             top_depth=1, text_length=8, class_scale_steps=(3, 2), text_scale_steps=(2, 3), scale_batch=4, warmup_steps=1,
+             clf_width=8, clf_steps=3, clf_batch=4, eval_per_group=1, eval_captions=4, eval_distractors=3)
+
+
+def scale_steps(s: EmojiRecipeSettings, kind: str) -> tuple[int, ...]:
+    """The training steps of each scale of the ``kind`` ("class" or "text") model, scale 1 first."""
+    steps = tuple(s.class_scale_steps if kind == "class" else s.text_scale_steps)
+    if len(steps) != s.n_scales or any(int(n) < 1 for n in steps):
+        raise SystemExit(f"{kind}_scale_steps must give n_scales = {s.n_scales} positive step counts, got {steps}")
+    return steps
 
 
 class EmojiRecipe(Recipe):
@@ -119,6 +135,7 @@ class EmojiRecipe(Recipe):
     def run(self) -> dict:
         s, w = self.s, self.work
         precision = {"vqgan": self.precision(s.vq_precision), "scales": self.precision(s.scale_precision)}
+        scale_steps(s, "class"), scale_steps(s, "text")  # refuse bad step lists before any work
         w.mkdir(parents=True, exist_ok=True)
         self.models.mkdir(parents=True, exist_ok=True)
         data = w / "emoji"
@@ -179,18 +196,18 @@ class EmojiRecipe(Recipe):
             self._run("codes", [module_command("training.precompute_codes", "--config", configs["class"], "--data", train,
                                         "--out", codes, "--overwrite")])
         jobs = []
-        for kind, cfg in configs.items():
-            for scale in range(1, s.n_scales + 1):
-                out = w / kind / f"scale{scale}"
-                if self._done(out / f"scale{scale}.safetensors"):
-                    continue
-                jobs.append(module_command(
-                    "training.train_scale", "--config", cfg, "--scale", scale, "--codes", codes, "--out", out,
-                    "--max-steps", s.scale_steps, "--batch-size", s.scale_batch, "--lr", s.scale_lr,
-                    "--warmup-steps", s.warmup_steps, "--cond-dropout", s.cond_dropout, "--ema-decay", s.ema_decay,
-                    "--seed", s.seed + scale, "--threads", max(1, 2 // self.parallel), "--workers", 0,
-                    "--no-progress", "--log-every", 200, "--sample-every", 0, "--ckpt-every", 500,
-                    "--precision", precision["scales"]))
+        for kind, cfg, scale in sorted(((k, c, i) for k, c in configs.items() for i in range(1, s.n_scales + 1)),
+                                       key=lambda job: -scale_steps(s, job[0])[job[2] - 1]):  # longest first
+            out = w / kind / f"scale{scale}"
+            if self._done(out / f"scale{scale}.safetensors"):
+                continue
+            jobs.append(module_command(
+                "training.train_scale", "--config", cfg, "--scale", scale, "--codes", codes, "--out", out,
+                "--max-steps", scale_steps(s, kind)[scale - 1], "--batch-size", s.scale_batch, "--lr", s.scale_lr,
+                "--warmup-steps", s.warmup_steps, "--cond-dropout", s.cond_dropout, "--ema-decay", s.ema_decay,
+                "--seed", s.seed + scale, "--threads", max(1, 2 // self.parallel), "--workers", 0,
+                "--no-progress", "--log-every", 200, "--sample-every", 0, "--ckpt-every", 500,
+                "--precision", precision["scales"]))
         if jobs:
             self._run("scales", jobs)
         outputs = self.outputs()
@@ -203,8 +220,8 @@ class EmojiRecipe(Recipe):
                 "step_seconds": self.times,
                 "seconds_per_training_step": {
                     "vqgan+classifier": round(self.times.get("vqgan+classifier", 0.0) / s.vq_steps, 3),
-                    "scales": round(self.times.get("scales", 0.0) * self.parallel / (2 * s.n_scales * s.scale_steps),
-                                    3)},
+                    "scales": round(self.times.get("scales", 0.0) * self.parallel
+                                    / sum(sum(scale_steps(s, k)) for k in configs), 3)},
                 "metrics": metrics, "data": {k: summary[k] for k in ("emoji", "images", "groups", "training_variants", "sources")
                          if k in summary},
                 "outputs": {k: v.name for k, v in outputs.items()}}
@@ -249,7 +266,8 @@ def evaluate(outputs: dict[str, Path], emoji_root: Path, classifier: Path, s: Em
     """On the held-out split: the VQGAN's reconstruction through the model's shrunk codebook (PSNR, colour
     error) and its full-codebook usage; the group classifier's own held-out accuracy; per model each scale's
     validation loss next to a uniform model and the time to sample 4 images; the group model's samples assigned
-    to the asked group and the text model's caption retrieval (training.emoji_eval), at ``s.eval_guidance``."""
+    to the asked group and the text model's caption retrieval (training.emoji_eval), at the demo's sampling
+    settings (``s.class_guidance``; ``s.text_guidance`` and ``s.text_top_k``)."""
     import imagebart_core as ib
 
     from .data import ImageFolder
@@ -285,19 +303,20 @@ def evaluate(outputs: dict[str, Path], emoji_root: Path, classifier: Path, s: Em
             cond = model.class_condition([ds.labels[i] for i in range(len(ds))])
         else:
             cond = model.text_condition([ds.caption(i) for i in range(len(ds))])
+        guidance, top_k = (s.class_guidance, None) if kind == "class" else (s.text_guidance, s.text_top_k)
         t0 = time.perf_counter()
-        model.sample(4, cond=cond.select([0, 1, 2, 3]), seed=s.seed, guidance=s.eval_guidance)
+        model.sample(4, cond=cond.select([0, 1, 2, 3]), seed=s.seed, guidance=guidance, top_k=top_k)
         results[kind] = {"scales": scale_validation_losses(model, x1, cond, s.seed),
                          "sample_4_images_s": round(time.perf_counter() - t0, 2),
                          "file_mb": round(path.stat().st_size / 2**20, 2)}
         if kind == "class":
             results[kind]["samples_in_asked_group"] = group_sample_share(
-                model, clf, s.eval_per_group, s.eval_guidance, s.seed)
+                model, clf, s.eval_per_group, guidance, s.seed)
             results[kind]["share_by_guidance"] = {str(g): group_sample_share(
                 model, clf, s.eval_per_group, g, s.seed)["share"] for g in GUIDANCE_SWEEP}
         else:
             results[kind]["samples_nearest_own_emoji"] = caption_retrieval(
-                model, clf, emoji_root, s.eval_captions, s.eval_distractors, s.eval_guidance, s.seed)
+                model, clf, emoji_root, s.eval_captions, s.eval_distractors, guidance, s.seed, top_k)
     return results
 
 
