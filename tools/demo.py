@@ -56,11 +56,13 @@ MASKED = "imagebart_emoji_masked.png"
 class EmojiShowcase:
     """What the emoji demo draws and how (conditions, guidance, seeds; batch item i uses seed + i)."""
 
-    group_guidance: float = 2.0  # the guidance README's group-classifier share is measured at (eval_guidance)
+    group_guidance: float = 4.0  # README's group-classifier share is measured at this (the recipe's class_guidance)
     group_seed: int = 0
     # emoji names whose colours the text model follows most visibly (chosen from 20 candidates by looking)
     prompts: tuple[str, ...] = ("grinning cat", "red apple", "blue heart", "cloud", "flag: Sweden", "evergreen tree")
-    prompt_guidance: float = 2.0  # the guidance README's caption-retrieval share is measured at (eval_guidance)
+    # README's caption retrieval is measured at these (the recipe's text_guidance and text_top_k)
+    prompt_guidance: float = 2.0
+    prompt_top_k: int | None = 4
     prompt_seed: int = 100
     upper_half_class: str | None = "smileys-emotion"  # None: unconditional
     upper_half_guidance: float = 2.0
@@ -278,10 +280,11 @@ def run_emoji(out: Path, class_model: ImageBART, text_model: ImageBART, batch: i
     with _Timer() as t:
         cond = text_model.text_condition([p for p in prompts for _ in range(batch)])
         by_prompt = text_model.decode(text_model.sample(len(prompts) * batch, cond=cond, seed=show.prompt_seed,
-                                                        guidance=show.prompt_guidance))
+                                                        guidance=show.prompt_guidance, top_k=show.prompt_top_k))
     rows = [(f'"{p}"', by_prompt[i * batch:(i + 1) * batch]) for i, p in enumerate(prompts)]
     path = save_labelled_rows(rows, out / "prompts.png", scale=2, label_width=130)
-    lines.append(f"samples per prompt: {path} ({batch} per prompt, guidance {show.prompt_guidance}, seed "
+    lines.append(f"samples per prompt: {path} ({batch} per prompt, guidance {show.prompt_guidance}, top-k "
+                 f"{show.prompt_top_k}, seed "
                  f"{show.prompt_seed}; {t.seconds:.1f} s)")
     grid_rows.append(("samples by prompt", [(f'"{p}"', by_prompt[i * batch]) for i, p in enumerate(prompts)]))
 

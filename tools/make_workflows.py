@@ -42,7 +42,10 @@ SIZE = 64  # the emoji models' image size in pixels
 GROUPS = ("smileys-emotion", "people-body", "animals-nature", "food-drink", "travel-places", "activities",
           "objects", "symbols", "flags")
 GUIDANCE = 3.0  # classifier-free guidance of the conditioned workflows
-GROUP_GUIDANCE = 2.0  # class / text sampling workflows: the guidance the recipe's metrics are measured at
+# the class / text sampling workflows sample as the recipe's metrics were measured (tools.demo.EmojiShowcase)
+GROUP_GUIDANCE = 4.0
+PROMPT_GUIDANCE = 2.0
+PROMPT_TOP_K = 4
 SAMPLE_PROMPT = "red apple"
 UPPER_HALF_CLASS = "smileys-emotion"  # the upper-half completion's condition (the face is a smiley)
 UPPER_HALF_GUIDANCE = 2.0
@@ -207,14 +210,14 @@ def class_sampling(defs):
 def text_sampling(defs):
     wf = Workflow("text_sampling", defs)
     note(wf, f"## Samples for a prompt\nFour samples of \"{SAMPLE_PROMPT}\" (batch item i uses seed + i), "
-             f"'guidance' {GROUP_GUIDANCE:g}. The prompt is an emoji's name; other names work the same way (\"blue "
+             f"'guidance' {PROMPT_GUIDANCE:g}, 'top_k' {PROMPT_TOP_K} (the values README's measurements use). The prompt is an emoji's name; other names work the same way (\"blue "
              "heart\", \"cloud\", \"flag: Sweden\"). Expect red-orange, roundish apple-like blobs, one with a "
              "stem-like notch: the model follows a prompt's colours and rough outline (and a flag's stripes) far "
              "more than its details.", kind="text")
     m = wf.node("ImageBARTLoader", 0, model_name=MODELS["text"])
     c = wf.node("ImageBARTTextCondition", 0, model=(m, 0), prompt=SAMPLE_PROMPT, batch_size=4)
     s = wf.node("ImageBARTSample", 1, model=(m, 0), condition=(c, 0), seed=SEEDS["text_sampling"],
-                guidance=GROUP_GUIDANCE)
+                guidance=PROMPT_GUIDANCE, top_k=PROMPT_TOP_K)
     d = wf.node("ImageBARTDecode", 2, model=(m, 0), codes=(s, 0))
     wf.node("SaveImage", 3, images=(d, 0), filename_prefix="imagebart/prompt")
     return wf
