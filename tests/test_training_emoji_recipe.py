@@ -97,3 +97,35 @@ def test_the_smoke_recipe_run_twice_gives_the_same_tensors(tmp_path, monkeypatch
     for name in (CLASS_MODEL, TEXT_MODEL):
         report = compare_files(tmp_path / "a" / "runs/emoji/models" / name, tmp_path / "b" / "runs/emoji/models" / name)
         assert report["same"], report
+
+
+def test_evaluate_only_brings_the_records_evaluation_settings_up_to_date(tmp_path):
+    """--evaluate-only with other sampling settings updates them in emoji_recipe.json and lists the change; with
+    the same settings it changes nothing; with other training settings it refuses (the files are not the
+    recipe's) and leaves the record as it was."""
+    from training.emoji_recipe import EmojiRecipeSettings, check_training_settings, record_evaluation
+
+    run = EmojiRecipeSettings()
+    record_path = tmp_path / "emoji_recipe.json"
+    text = json.dumps({"settings": json.loads(json.dumps(dataclasses.asdict(run))), "total_seconds": 1.0}, indent=2)
+    record_path.write_text(text)
+    assert record_evaluation(record_path, run, 3.0) is None and record_path.read_text() == text
+    assert record_evaluation(tmp_path / "absent.json", run, 3.0) is None
+
+    resampled = dataclasses.replace(run, class_guidance=run.class_guidance + 1, eval_captions=7)
+    record = record_evaluation(record_path, resampled, 3.0)
+    assert record == json.loads(record_path.read_text())
+    assert record["settings"] == json.loads(json.dumps(dataclasses.asdict(resampled)))
+    assert record["total_seconds"] == 1.0
+    (rerun,) = record["evaluation_reruns"]
+    assert rerun["changed"] == {"class_guidance": [run.class_guidance, run.class_guidance + 1],
+                                "eval_captions": [run.eval_captions, 7]}
+    assert rerun["evaluate_seconds"] == 3.0
+
+    before = record_path.read_text()
+    retrained = dataclasses.replace(resampled, text_scale_steps=(5, 5), vq_lr=1.0)
+    with pytest.raises(SystemExit, match="other training settings .*vq_lr, text_scale_steps"):
+        check_training_settings(record_path, retrained)
+    with pytest.raises(SystemExit, match="not this recipe's"):
+        record_evaluation(record_path, retrained, 3.0)
+    assert record_path.read_text() == before

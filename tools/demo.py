@@ -56,7 +56,7 @@ MASKED = "imagebart_emoji_masked.png"
 class EmojiShowcase:
     """What the emoji demo draws and how (conditions, guidance, seeds; batch item i uses seed + i)."""
 
-    group_guidance: float = 4.0  # README's group-classifier share is measured at this (the recipe's class_guidance)
+    group_guidance: float = 5.0  # README's group-classifier share is measured at this (the recipe's class_guidance)
     group_seed: int = 0
     # emoji names whose colours the text model follows most visibly (chosen from 20 candidates by looking)
     prompts: tuple[str, ...] = ("grinning cat", "red apple", "blue heart", "cloud", "flag: Sweden", "evergreen tree")

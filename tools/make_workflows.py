@@ -43,7 +43,7 @@ GROUPS = ("smileys-emotion", "people-body", "animals-nature", "food-drink", "tra
           "objects", "symbols", "flags")
 GUIDANCE = 3.0  # classifier-free guidance of the conditioned workflows
 # the class / text sampling workflows sample as the recipe's metrics were measured (tools.demo.EmojiShowcase)
-GROUP_GUIDANCE = 4.0
+GROUP_GUIDANCE = 5.0
 PROMPT_GUIDANCE = 2.0
 PROMPT_TOP_K = 4
 SAMPLE_PROMPT = "red apple"

@@ -105,13 +105,13 @@ class EmojiRecipeSettings:
     scale_precision: str = "bf16"  # as vq_precision (1.4-1.6x faster steps on a CPU with bf16 instructions)
     ema_decay: float = 0.998
     # evaluation (training.emoji_eval)
-    # the demo's sampling settings (tools.demo, the class / text sampling workflows), chosen on the previous
-    # models' samples with seeds 0 and 1 (docs/training.md)
-    class_guidance: float = 4.0
+    # the demo's sampling settings (tools.demo, the class / text sampling workflows), chosen on samples with
+    # seeds 0 and 1 (docs/training.md); the evaluation draws with seed ``seed``
+    class_guidance: float = 5.0
     text_guidance: float = 2.0
     text_top_k: int | None = 4  # the text model samples from its 4 most likely codes at every scale
-    eval_per_group: int = 16
-    eval_captions: int = 100
+    eval_per_group: int = 32
+    eval_captions: int = 300
     eval_distractors: int = 9
     eval_threads: int = 2
     seed: int = 0
@@ -322,6 +322,43 @@ def evaluate(outputs: dict[str, Path], emoji_root: Path, classifier: Path, s: Em
     return results
 
 
+EVALUATION_SETTINGS = ("class_guidance", "text_guidance", "text_top_k", "eval_per_group", "eval_captions",
+                       "eval_distractors", "eval_threads")  # settings that change the metrics, not the model files
+
+
+def check_training_settings(record_path: Path, s: EmojiRecipeSettings) -> dict:
+    """The record at ``record_path``, after checking that every setting that decides the model files equals
+    ``s``'s (SystemExit naming those that differ: the files are not this recipe's)."""
+    record = json.loads(record_path.read_text(encoding="utf-8"))
+    now = json.loads(json.dumps(dataclasses.asdict(s)))
+    other = [k for k in now if k not in EVALUATION_SETTINGS and record["settings"].get(k) != now[k]]
+    if other:
+        raise SystemExit(f"{record_path} was written with other training settings ({', '.join(other)}): its model "
+                         "files are not this recipe's; retrain instead of re-evaluating")
+    return record
+
+
+def record_evaluation(record_path: Path, s: EmojiRecipeSettings, seconds: float) -> dict | None:
+    """After ``--evaluate-only``: bring the evaluation settings in the training run's record (``emoji_recipe.json``)
+    up to ``s`` and list the change under ``evaluation_reruns`` (date, changed settings as [before, after],
+    seconds), so that the record keeps saying what the metrics file was measured with. Settings that decide the
+    model files must equal the record's (else the files are not this recipe's: SystemExit). Returns the new
+    record, or None when there is no record or nothing changed."""
+    if not record_path.is_file():
+        return None
+    record = check_training_settings(record_path, s)
+    now = json.loads(json.dumps(dataclasses.asdict(s)))
+    recorded = record["settings"]
+    changed = {k: [recorded.get(k), now[k]] for k in EVALUATION_SETTINGS if recorded.get(k) != now[k]}
+    if not changed:
+        return None
+    recorded.update({k: now[k] for k in changed})
+    record.setdefault("evaluation_reruns", []).append(
+        {"date": time.strftime("%Y-%m-%d"), "changed": changed, "evaluate_seconds": seconds})
+    atomic_write_text(record_path, json.dumps(record, indent=2) + "\n")
+    return record
+
+
 def main(argv=None) -> dict:
     p = argparse.ArgumentParser(prog="python -m training.emoji_recipe", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -332,7 +369,7 @@ def main(argv=None) -> dict:
     p.add_argument("--smoke", action="store_true", help="toy sizes and a few steps per stage (checks the recipe)")
     p.add_argument("--evaluate-only", action="store_true",
                    help="only re-measure the model files in --models (needs the data and classifier in --work; "
-                   "rewrites emoji_metrics.json, trains nothing)")
+                   "rewrites emoji_metrics.json and the evaluation settings in emoji_recipe.json, trains nothing)")
     a = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     settings = EmojiRecipeSettings()
@@ -341,8 +378,11 @@ def main(argv=None) -> dict:
     models = Path(a.models)
     recipe = EmojiRecipe(Path(a.work), models, settings, a.force, a.parallel)
     if a.evaluate_only:
+        if (models / "emoji_recipe.json").is_file():
+            check_training_settings(models / "emoji_recipe.json", settings)  # before anything is rewritten
         metrics = recipe.evaluate()
         atomic_write_text(models / "emoji_metrics.json", json.dumps(metrics, indent=2) + "\n")
+        record_evaluation(models / "emoji_recipe.json", settings, recipe.times["evaluate"])
         print(json.dumps(metrics, indent=2))  # noqa: T201 (CLI summary)
         return {"metrics": metrics, "step_seconds": recipe.times}
     t0 = time.perf_counter()
