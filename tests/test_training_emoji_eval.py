@@ -85,8 +85,9 @@ class _ColourModel:
     def text_condition(self, captions):
         return SimpleNamespace(select=lambda idx: [captions[i] for i in idx])
 
-    def sample(self, n, cond, seed, guidance):
+    def sample(self, n, cond, seed, guidance, top_k=None):
         assert len(cond) == n and len(seed) == n
+        self.asked = {"guidance": guidance, "top_k": top_k}  # the sampling settings the evaluation passed on
         return cond
 
     def decode(self, rows):
@@ -99,9 +100,11 @@ class _ColourModel:
 def test_group_sample_share_counts_the_asked_group():
     images, labels = _toy_split()
     clf = train(images, labels, 3, SETTINGS, log_every=0)
-    right = group_sample_share(_ColourModel(["r", "g", "b"]), clf, per_group=2, guidance=2.0, seed=0)
+    model = _ColourModel(["r", "g", "b"])
+    right = group_sample_share(model, clf, per_group=2, guidance=2.0, seed=0, top_k=5)
     assert right["share"] == 1.0 and right["per_group"] == {"r": 1.0, "g": 1.0, "b": 1.0}
-    assert right["chance"] == round(1 / 3, 4) and right["guidance"] == 2.0
+    assert right["chance"] == round(1 / 3, 4) and (right["guidance"], right["top_k"]) == (2.0, 5)
+    assert model.asked == {"guidance": 2.0, "top_k": 5}
     wrong = group_sample_share(_ColourModel(["r", "g", "b"], wrong=True), clf, per_group=2)
     assert wrong["share"] == 0.0 and wrong["most_assigned"] == {"r": "g", "g": "b", "b": "r"}
     with pytest.raises(ValueError, match="groups"):
@@ -139,10 +142,13 @@ def test_caption_retrieval_scores_samples_against_their_own_emoji(tmp_path):
     pictures = {e["caption"]: _picture(root, e["files"][0], 16) for e in catalogue}
     torch.manual_seed(0)
     clf = GroupClassifier(3, width=8)  # untrained: its features still tell solid colours apart
-    right = caption_retrieval(_ColourModel(pictures=pictures), clf, root, n=8, distractors=3, seed=1)
+    model = _ColourModel(pictures=pictures)
+    right = caption_retrieval(model, clf, root, n=8, distractors=3, seed=1, guidance=3.0, top_k=4)
     assert right["share"] == 1.0 and right["captions"] == 8 and right["chance"] == 0.25
+    assert model.asked == {"guidance": 3.0, "top_k": 4} and (right["guidance"], right["top_k"]) == (3.0, 4)
     assert right["real_augmented_picture_share"] is not None and len(right["examples"]) == 8
-    again = caption_retrieval(_ColourModel(pictures=pictures), clf, root, n=8, distractors=3, seed=1)
+    again = caption_retrieval(_ColourModel(pictures=pictures), clf, root, n=8, distractors=3, seed=1, guidance=3.0,
+                              top_k=4)
     assert again == right  # seeded: the same emoji, distractors and figures
     wrong = caption_retrieval(_ColourModel(pictures=pictures, wrong=True), clf, root, n=8, distractors=3, seed=1)
     assert wrong["share"] < 0.5  # always the same picture: mostly nearer to some other emoji

@@ -177,9 +177,10 @@ def unconditional(defs):
     note(wf, "## Unconditional sampling\nThe whole chain in one Sample node: noise -> clean codes -> image, four "
              "64x64 emoji-like pictures of any group (batch item i uses seed + i). The bar counts scales x tokens "
              "and previews each finished level. Expect soft, blurry pictures in emoji colours on a light background, "
-             "of any group (for this seed a blue square tile, a yellow ring, a pale shape and a yellow-green one), "
-             "rarely a recognisable emoji: the bundled models are small (8x8 codes, chains of width 128 trained "
-             "for 7000 steps on a CPU).")
+             "of any group (for this seed a blue-and-red square tile, a reddish framed square with a pale middle, a "
+             "pale shape with teal and yellow, and a figure-like shape standing on blue), rarely a recognisable "
+             "emoji: the bundled models are small (8x8 codes, chains of width 128 trained for 7000-11000 steps per "
+             "scale on a CPU).")
     m = wf.node("ImageBARTLoader", 0, model_name=MODELS["uncond"])
     s = wf.node("ImageBARTSample", 1, model=(m, 0), batch_size=4, seed=SEEDS["unconditional"])
     d = wf.node("ImageBARTDecode", 2, model=(m, 0), codes=(s, 0))
@@ -192,10 +193,11 @@ def class_sampling(defs):
     note(wf, "## Samples per emoji group\nOne sample for each of the nine Unicode emoji groups (Class Condition: "
              "one group per line = one batch item each, in this order: " + ", ".join(GROUPS) + f"). 'guidance' "
              f"{GROUP_GUIDANCE:g} (classifier-free; the value README's measurements use) makes the group count "
-             "more. Expect a group's look rather than a particular emoji, and blurry: flags come out as striped "
-             "flags, symbols as square coloured tiles, people-body as figures; smileys-emotion is usually a yellow "
-             "face with dark eyes (in this seed's first item a teal blob); the other groups are soft blotches in "
-             "their typical colours (animals green or blue, food orange-yellow, objects and activities pale).",
+             "more. Expect a group's look rather than a particular emoji, and blurry. For this seed: a yellow face "
+             "with dark eyes and mouth (smileys-emotion), a brown-and-white figure (people-body), a brownish-red "
+             "blob (animals-nature), a rounded brown-orange one (food-drink), a pale blue-white shape "
+             "(travel-places), an orange-yellow one (activities), a pale blue blotch (objects), an orange square "
+             "tile with a pale mark (symbols) and a striped flag in blue, red and yellow (flags).",
          kind="class")
     m = wf.node("ImageBARTLoader", 0, model_name=MODELS["class"])
     # tall enough to show the nine lines of the class box and the classes the node reports after a run
@@ -211,8 +213,8 @@ def text_sampling(defs):
     wf = Workflow("text_sampling", defs)
     note(wf, f"## Samples for a prompt\nFour samples of \"{SAMPLE_PROMPT}\" (batch item i uses seed + i), "
              f"'guidance' {PROMPT_GUIDANCE:g}, 'top_k' {PROMPT_TOP_K} (the values README's measurements use). The prompt is an emoji's name; other names work the same way (\"blue "
-             "heart\", \"cloud\", \"flag: Sweden\"). Expect red-orange, roundish apple-like blobs, one with a "
-             "stem-like notch: the model follows a prompt's colours and rough outline (and a flag's stripes) far "
+             "heart\", \"cloud\", \"flag: Sweden\"). Expect red, round apples, three of the four with a dark stem "
+             "or leaf on top: the model follows a prompt's colours and rough outline (and a flag's stripes) far "
              "more than its details.", kind="text")
     m = wf.node("ImageBARTLoader", 0, model_name=MODELS["text"])
     c = wf.node("ImageBARTTextCondition", 0, model=(m, 0), prompt=SAMPLE_PROMPT, batch_size=4)
@@ -261,7 +263,7 @@ def inpainting(defs):
              "stretched to the encoded image. 'composite' pastes the result into the original at its own size, "
              "keeping the original pixels outside the mask. The example paints over the left lens of the "
              "'smiling face with sunglasses'; with no condition the model continues the face's yellow into the "
-             "painted area (for this seed yellow with a pale patch; other seeds draw a dark, lens-like band); the "
+             "painted area (for this seed yellow with a pale patch and a dark spot where the lens was); the "
              "redrawn part is blurrier than the kept pixels around it (the VQGAN's reconstruction). " + IMAGES_NOTE)
     _, _, r = _edit(wf, "uncond", MASKED, seed=SEEDS["inpainting"])
     wf.node("SaveImage", 3, images=(r, 1), filename_prefix="imagebart/inpainting")
@@ -296,7 +298,7 @@ def class_edit(defs):
              f"index; for the released ImageNet models e.g. 'tiger'). The example's left half of the grinning face "
              f"is transparent and is redrawn under the group '{EDIT_CLASS}', 'guidance' {GUIDANCE:g} "
              "(classifier-free) making the group count more; the right half is kept. Expect the left half to turn "
-             "into a flag-like block (red, yellow and dark bands) against the kept half face. "
+             "into a flag-like block (red, yellow and blue bands) against the kept half face. "
              + IMAGES_NOTE, kind="class")
 
     def cond(wf, m):
@@ -313,7 +315,7 @@ def text_edit(defs):
              f"left half of the grinning face is transparent and is redrawn as \"{EDIT_PROMPT}\" (guidance "
              f"{TEXT_EDIT_GUIDANCE:g}); the right half is kept. Expect the left half to turn into a blurry flag-like "
              "block in blue and yellow (with some red) against the kept half face. Names with strong colours and "
-             "shapes work best; \"blue heart\" or \"red apple\" mostly keep the face yellow or only redden it. "
+             "shapes work best. "
              + IMAGES_NOTE, kind="text")
 
     def cond(wf, m):
