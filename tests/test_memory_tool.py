@@ -30,10 +30,14 @@ def test_report_on_the_tiny_model(tmp_path):
     # a fresh process only grows while it builds; inside a test run, memory freed by earlier tests may be returned
     assert figures["rss_imports"] > 0 and figures["rss_after_build"] > 0
     assert [p["scale"] for p in figures["per_scale_alone"]] == [3, 2, 1]
+    # Linux counts RSS per thread in batches (up to 64 pages each), so VmHWM and VmRSS read a moment apart can
+    # disagree by a little: a peak 0.2 MB under the RSS before was seen on a loaded machine
+    slack = 4 * 2**20
     for p in figures["per_scale_alone"]:
-        assert p["peak_rss"] >= p["rss_before"] and p["budget_estimate_bytes"] > 0
+        assert p["peak_rss"] >= p["rss_before"] - slack and p["budget_estimate_bytes"] > 0
     chain = figures["chain"]
-    assert chain["peak_rss"] >= chain["rss_before"] > 0 and chain["rss_after_parts"]["anon"] > 0
+    assert chain["peak_rss"] >= chain["rss_before"] - slack and chain["rss_before"] > 0
+    assert chain["rss_after_parts"]["anon"] > 0
     assert "chain (tools.bench run_config)" in memory.format_report(figures)
 
 

@@ -90,9 +90,8 @@ def measure(model_name: str, dtype_name: str, batch: int, tokens: int, seed: int
     grid = model.config.grid
     per_scale = []
     for s in range(model.n_scales, 0, -1) if alone else ():
-        gc.collect()
+        reset_peak()  # gc first, then the peak window starts at the RSS read next
         before = rss()
-        reset_peak()
         bench.time_scales(model, batch, [s], cond, seed, tokens)
         gc.collect()
         est = budget.estimate_request(model, grid=grid, batch=batch, operation="reverse_step", steps=1)
