@@ -136,6 +136,74 @@ def step_kernels(net: nn.Module, rows: int, pack: bool = True) -> StepKernels:
     return FastKernels(fused, packed, chunks)
 
 
+class RowReductionKernels(StepKernels):
+    """Kernels for a token step compiled by ``torch.compile`` on CPU (``step_mode="compiled"``).
+
+    A one-row product is written as a product and a sum over the inputs, ``(x * W).sum(-1)``, which Inductor
+    turns into one vectorised reduction per matrix that streams the row-major weight once (752x3008 float32: about
+    0.45 ms on one thread and 0.27-0.32 ms on two, against 0.52-0.58 and 0.39 ms for the best eager kernel; see
+    docs/performance.md); several rows keep ``F.linear`` (Inductor's reduction would read the weight once per
+    row). A single query attends through two matrix products and a float32 softmax (Inductor keeps the products
+    as library calls; the fused CPU attention kernel is tiled for long queries and takes 2-4x as long for one).
+    The compiled graph must keep norms and other producers out of the reductions (they would be recomputed for
+    every weight element): :data:`COMPILE_OPTIONS`. Eagerly (uncompiled) these kernels are correct but slow.
+    """
+
+    def linear(self, module: nn.Linear, x: torch.Tensor) -> torch.Tensor:
+        return row_product(x, module.weight, module.bias)
+
+    def qkv(self, attn: Attention, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        q, k, v = (attn.split(row_product(x, lin.weight, lin.bias)) for lin in (attn.to_q, attn.to_k, attn.to_v))
+        return q, k, v  # [B, H, L, dh] each
+
+    def attention(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask=None, causal=False) -> torch.Tensor:
+        """q [B,H,1,dh], k/v [B,H,Lk,dh], ``mask`` additive float [1, Lk] or bool [1, Lk] (True = attend) ->
+        [B,H,1,dh]; longer queries and causal masks go to the default."""
+        if q.shape[2] != 1 or causal:
+            return super().attention(q, k, v, mask=mask, causal=causal)
+        scores = torch.matmul(q * q.shape[-1] ** -0.5, k.transpose(-1, -2)).float()  # [B, H, 1, Lk]
+        if mask is not None:
+            scores = scores.masked_fill(~mask, float("-inf")) if mask.dtype == torch.bool else scores + mask.float()
+        weights = torch.softmax(scores, dim=-1).to(v.dtype)  # [B, H, 1, Lk]
+        return torch.matmul(weights, v)  # [B, H, 1, dh]
+
+
+#: Kernels of compiled CPU token steps (stateless; see :class:`RowReductionKernels`).
+ROW_REDUCTION = RowReductionKernels()
+
+#: Inductor options for compiling a CPU token step on :data:`ROW_REDUCTION`: store every intermediate instead of
+#: recomputing it inside its consumer. By default a layer norm is fused into the weight reduction that follows it
+#: and recomputed for each of the weight's elements (752x3008 float32, one thread: 0.69 ms against 0.45 ms per
+#: matrix; a residual chain of such layers 1.8 ms against 0.46 ms). One token's intermediates are a few KB.
+COMPILE_OPTIONS = {"realize_opcount_threshold": 0}
+
+
+def row_product(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+    """x [..., in] @ weight.T + bias for weight [out, in]; one row (``x.numel() == in``) as ``(x * W).sum(-1)``,
+    the form Inductor compiles into a streaming reduction (see :class:`RowReductionKernels`). Returns [..., out]."""
+    if x.numel() != x.shape[-1]:
+        return F.linear(x, weight, bias)
+    y = (x.unsqueeze(-2) * weight).sum(-1)  # [..., out]
+    return y if bias is None else y + bias
+
+
+def compiled_step_kernels(net: nn.Module) -> StepKernels:
+    """The kernels for a compiled token step of ``net`` (one scale): on CPU, :data:`ROW_REDUCTION` with every
+    step matrix stored row-major (contiguous: the reduction reads each output's weights as one run; undoes
+    :func:`column_major` and the fused q/k/v views of the eager layout, values unchanged); elsewhere (CUDA, where
+    the compiled step is captured as a CUDA graph), while training, or on the meta device, :data:`PLAIN`."""
+    params = list(net.parameters())
+    if any(p.device.type != "cpu" for p in params):
+        return PLAIN
+    if torch.is_grad_enabled() and any(p.requires_grad for p in params):
+        return PLAIN
+    for m in net.step_modules():
+        for lin in (m.to_q, m.to_k, m.to_v) if isinstance(m, Attention) else (m,):
+            if isinstance(lin, nn.Linear) and not lin.weight.is_contiguous():
+                lin.weight.data = lin.weight.detach().contiguous()
+    return ROW_REDUCTION
+
+
 def fuse_qkv(attn: Attention) -> FusedQKV:
     """Make q/k/v weights of ``attn`` row blocks of one [3*H*dh, D] matrix (the parameters become views of it)
     and return it; when they already are, just find it again.

@@ -8,6 +8,7 @@ import torch
 
 from imagebart_core.chain.static_step import STEP_MODES, StaticStepper
 from imagebart_core.config import tiny_config
+from imagebart_core.fast_decode import ROW_REDUCTION, compiled_step_kernels, step_kernels
 from imagebart_core.random_init import random_model
 from imagebart_core.transformer import PLAIN, SOS_TOKEN
 
@@ -48,8 +49,9 @@ def test_static_steps_equal_eager_steps_on_every_path(conditioning, residual):
         assert torch.equal(a, b)
 
 
-def _recomputed_and_static_logits(model, scale, batch=2):
-    """Teacher-forced logits (recomputation over the whole prefix) and static-step logits along the same tokens."""
+def _recomputed_and_static_logits(model, scale, batch=2, kernels=PLAIN, mode="static"):
+    """Teacher-forced logits (recomputation over the whole prefix) and static-step logits along the same tokens,
+    the static steps run on ``kernels`` (eagerly, or compiled with ``mode="compiled"``)."""
     net = model.scales[scale - 1]
     gen = torch.Generator().manual_seed(scale)
     n = model.config.grid[0] * model.config.grid[1]
@@ -58,8 +60,8 @@ def _recomputed_and_static_logits(model, scale, batch=2):
     cond = model.class_condition([1] * batch).tokens
     with torch.inference_mode():
         full = net(x_in, target, scale, cond)  # [B, N, K]
-        state = net.prepare(x_in, scale, cond, n, kernels=PLAIN)
-        stepper = StaticStepper(net, "static")
+        state = net.prepare(x_in, scale, cond, n, kernels=kernels)
+        stepper = StaticStepper(net, mode)
         steps, prev = [], None
         for i in range(n):
             steps.append(stepper(state, i, prev))
@@ -72,6 +74,36 @@ def test_static_step_logits_match_recomputation(scale):
     model = _model("class", True)
     full, static = _recomputed_and_static_logits(model, scale)
     torch.testing.assert_close(static, full, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("scale", [1, 3])
+@pytest.mark.parametrize("batch", [1, 2])  # one row: the (x * W).sum(-1) reductions; two: F.linear
+def test_row_reduction_kernels_match_recomputation(scale, batch):
+    """The kernels of compiled CPU steps, run eagerly: the same logits as recomputation within 1e-5."""
+    model = _model("class", True)
+    kernels = compiled_step_kernels(model.scales[scale - 1])
+    assert kernels is ROW_REDUCTION
+    full, static = _recomputed_and_static_logits(model, scale, batch, kernels)
+    torch.testing.assert_close(static, full, rtol=1e-5, atol=1e-5)
+
+
+def test_compiled_step_kernels_store_step_matrices_row_major_with_values_unchanged():
+    model = _model("class", True)
+    net = model.scales[0]
+    before = {k: v.clone() for k, v in net.state_dict().items()}
+    with torch.no_grad():
+        step_kernels(net, rows=1)  # the eager layout: fused column-major q/k/v, column-major matrices
+        assert not net.decoder[0].ff.fc1.weight.is_contiguous()
+        assert compiled_step_kernels(net) is ROW_REDUCTION
+    for m in net.step_modules():
+        for lin in (m.to_q, m.to_k, m.to_v) if hasattr(m, "to_q") else (m,):
+            assert lin.weight.is_contiguous()
+    after = net.state_dict()
+    assert before.keys() == after.keys()
+    for k, v in before.items():
+        assert torch.equal(v, after[k]), k
+    net.requires_grad_(True)  # while training (gradients on) the modules' own products are used
+    assert compiled_step_kernels(net) is PLAIN
 
 
 def test_static_step_keeps_shapes_and_writes_one_position():
@@ -101,10 +133,35 @@ def test_unknown_step_mode_is_refused():
 def test_compiled_steps_equal_eager_steps():
     pytest.importorskip("torch._inductor")
     model = _model("class", True, n_scales=2)
-    cond = model.class_condition([1, 2])
-    eager = _with_mode(model, "eager", lambda: model.sample(2, cond, seed=3).tokens)
-    compiled = _with_mode(model, "compiled", lambda: model.sample(2, cond, seed=3).tokens)
+    cond = model.class_condition([1])
+    eager = _with_mode(model, "eager", lambda: model.sample(1, cond, seed=3).tokens)
+    compiled = _with_mode(model, "compiled", lambda: model.sample(1, cond, seed=3).tokens)
     assert torch.equal(eager, compiled)
     assert len(model.compiled_steps) == 2  # one compiled step per scale, kept for the next call
-    again = _with_mode(model, "compiled", lambda: model.sample(2, cond, seed=3).tokens)
+    again = _with_mode(model, "compiled", lambda: model.sample(1, cond, seed=3).tokens)
     assert torch.equal(again, eager)
+
+
+def test_compiled_mode_runs_several_rows_eagerly_on_cpu():
+    """Batch 2 or guidance on CPU: the eager packed kernels, nothing compiled, the eager tokens."""
+    model = _model("class", True, n_scales=2)
+    cond = model.class_condition([1, 2])
+    eager = _with_mode(model, "eager", lambda: model.sample(2, cond, seed=3, guidance=2.0).tokens)
+    compiled = _with_mode(model, "compiled", lambda: model.sample(2, cond, seed=3, guidance=2.0).tokens)
+    assert torch.equal(eager, compiled)
+    assert model.compiled_steps == {}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("scale", [1, 3])
+def test_compiled_one_row_steps_match_recomputation_and_eager_tokens(scale):
+    """Batch 1 without guidance: one row per step, the path where the compiled step runs the row reductions."""
+    pytest.importorskip("torch._inductor")
+    model = _model("class", True)
+    full, compiled = _recomputed_and_static_logits(model, scale, 1, compiled_step_kernels(model.scales[scale - 1]),
+                                                   mode="compiled")
+    torch.testing.assert_close(compiled, full, rtol=1e-5, atol=1e-5)
+    cond = model.class_condition([3])
+    eager = _with_mode(model, "eager", lambda: model.sample(1, cond, seed=5).tokens)
+    compiled_tokens = _with_mode(model, "compiled", lambda: model.sample(1, cond, seed=5).tokens)
+    assert torch.equal(eager, compiled_tokens)

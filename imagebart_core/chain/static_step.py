@@ -12,7 +12,12 @@ Step modes (``ImageBART.step_mode``, ``run_transition(step_mode=...)``):
 * ``"static"``: ``net.step_at`` run eagerly (the same numbers; a check of the static path, no speed gain).
 * ``"compiled"``: ``net.step_at`` compiled once per scale with ``torch.compile`` (on CUDA with
   ``mode="reduce-overhead"``, which captures CUDA graphs); the first transition of each scale pays the
-  compilation (tens of seconds on a CPU), later ones reuse it. Needs a C++ compiler on CPU.
+  compilation (tens of seconds on a CPU; Inductor's disk cache makes it a few seconds in later processes), later
+  ones reuse it. Needs a C++ compiler on CPU. On CPU the compiled step runs on
+  :class:`~imagebart_core.fast_decode.RowReductionKernels` and only one-row steps (batch 1 without guidance) are
+  compiled: a token step then reads its weights at close to the memory's speed (full-size ffhq, two threads:
+  scale 1 15.4 -> 11.3 ms, the top scale 47.2 -> 32.7 ms in float32; docs/performance.md). With several rows
+  the eager packed kernels are faster than any compiled variant measured, so such steps run eagerly.
 
 Tokens equal the eager step's; logits agree to float rounding (the masked keys get exactly zero weight).
 """
@@ -23,6 +28,7 @@ from collections.abc import Callable, MutableMapping
 
 import torch
 
+from ..fast_decode import COMPILE_OPTIONS
 from ..transformer import SOS_TOKEN, DecodeState
 
 STEP_MODES = ("eager", "static", "compiled")
@@ -48,8 +54,13 @@ class StaticStepper:
             cache = compiled if compiled is not None else {}
             step = cache.get(id(net))
             if step is None:
-                cuda = next(net.parameters()).device.type == "cuda"
-                step = torch.compile(net.step_at, dynamic=False, mode="reduce-overhead" if cuda else None)
+                device = next(net.parameters()).device.type
+                if device == "cuda":
+                    step = torch.compile(net.step_at, dynamic=False, mode="reduce-overhead")
+                elif device == "cpu":
+                    step = torch.compile(net.step_at, dynamic=False, options=COMPILE_OPTIONS)
+                else:
+                    step = torch.compile(net.step_at, dynamic=False)
                 cache[id(net)] = step
             self.step = step
 

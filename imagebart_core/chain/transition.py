@@ -19,7 +19,6 @@ from collections.abc import Callable, MutableMapping, Sequence
 import torch
 
 from .. import fast_decode
-from ..transformer import PLAIN
 from .sampling import Known, TokenFilter, TokenSampler, TokenStep
 from .static_step import StaticStepper, check_step_mode
 from .windows import DEFAULT_WINDOW_CACHE_BYTES, WindowCache, check_stride, default_stride, window_origin
@@ -57,8 +56,8 @@ def run_transition(
     ``sampler_key`` names the transition's random stream (default ``("scale", scale)``).
     ``cache_bytes`` bounds the kept window encoder states (see :class:`~.windows.WindowCache`).
     ``pack``: batched CPU steps may use oneDNN-packed weights (see :func:`~imagebart_core.fast_decode.step_kernels`).
-    ``step_mode``: "eager", "static" or "compiled" (see :mod:`.static_step`); ``compiled`` keeps compiled steps
-    between calls. Returns int64 [B, H, W].
+    ``step_mode``: "eager", "static" or "compiled" (see :mod:`.static_step`; on CPU only one-row steps are
+    compiled); ``compiled`` keeps compiled steps between calls. Returns int64 [B, H, W].
     """
     b, hh, ww = x_in.shape
     h, w = window
@@ -76,8 +75,10 @@ def run_transition(
     rows = len(groups)
     cond_all = None if groups[0] is None else torch.cat(list(groups))  # [rows * B, P]
     check_step_mode(step_mode)
+    if step_mode == "compiled" and x_in.device.type == "cpu" and rows * b > 1:
+        step_mode = "eager"  # several rows on CPU: the packed eager kernels beat any compiled step (static_step)
     if step_mode == "compiled":
-        kernels = PLAIN  # the compiler sees the modules' own products and fuses around them
+        kernels = fast_decode.compiled_step_kernels(net)  # row reductions on CPU, the modules' products elsewhere
     else:
         kernels = fast_decode.step_kernels(net, rows * b, pack=pack)  # the decode layout, once per transition
     static = None if step_mode == "eager" else StaticStepper(net, step_mode, compiled)
