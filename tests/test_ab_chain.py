@@ -28,3 +28,13 @@ def test_ab_chain_times_both_checkouts(tmp_path):
 def test_ab_chain_refuses_a_folder_that_is_no_checkout(tmp_path):
     with pytest.raises(SystemExit):
         ab_chain.main(["--a", str(tmp_path), "--model", "tiny"])
+
+
+def test_ab_chain_sets_the_step_mode_of_side_b_only(tmp_path):
+    payload = ab_chain.main(["--a", str(REPO), "--b", str(REPO), "--model", "tiny", "--rounds", "1",
+                             "--threads", "1", "--b-step-mode", "static"])
+    (result,) = payload["results"]
+    a, b = result["runs"]["a"][0], result["runs"]["b"][0]
+    assert (a["step_mode"], b["step_mode"]) == ("eager", "static")
+    assert a["first_chain_s"] is None and b["first_chain_s"] > 0  # B ran one untimed chain first
+    assert payload["b_step_mode"] == "static"

@@ -29,6 +29,7 @@ from tools.records import provenance, write_json
 CHILD = r"""
 import json, sys, time, torch
 model_name, dtype_name, batch, threads, seed = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5])
+step_mode = sys.argv[6]
 torch.set_num_threads(threads)
 from imagebart_core.random_init import random_model
 if model_name == "tiny":
@@ -39,20 +40,31 @@ else:
     config = original_config(model_name)
 dtype = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[dtype_name]
 model = random_model(config, "cpu", dtype, seed)
+first_chain_s = None
+if step_mode != "eager":  # only this checkout's side; an older commit always runs its default
+    model.step_mode = step_mode
+    with torch.inference_mode():  # compiles every scale's step (or loads it from Inductor's disk cache)
+        t0 = time.perf_counter()
+        model.decode(model.sample(batch, seed=seed))
+        first_chain_s = time.perf_counter() - t0
 with torch.inference_mode():
     t0 = time.perf_counter()
     codes = model.sample(batch, seed=seed)
     t1 = time.perf_counter()
     model.decode(codes)
     t2 = time.perf_counter()
-print(json.dumps({"sample_s": t1 - t0, "decode_s": t2 - t1, "chain_s": t2 - t0}))
+print(json.dumps({"sample_s": t1 - t0, "decode_s": t2 - t1, "chain_s": t2 - t0, "step_mode": step_mode,
+                  "first_chain_s": first_chain_s}))
 """
 
 
-def run_side(checkout: Path, model: str, dtype: str, batch: int, threads: int, seed: int) -> dict:
-    """One timed chain in a fresh process on ``checkout``: {"sample_s", "decode_s", "chain_s"}."""
+def run_side(checkout: Path, model: str, dtype: str, batch: int, threads: int, seed: int,
+             step_mode: str = "eager") -> dict:
+    """One timed chain in a fresh process on ``checkout``: {"sample_s", "decode_s", "chain_s", "step_mode",
+    "first_chain_s"}. With a ``step_mode`` other than eager (set on the model; the checkout must know it) an
+    untimed first chain compiles the steps and its wall time is ``first_chain_s``; ``chain_s`` is the next one."""
     env = dict(os.environ, PYTHONPATH=str(checkout.resolve()), OMP_NUM_THREADS=str(threads))
-    out = subprocess.run([sys.executable, "-c", CHILD, model, dtype, str(batch), str(threads), str(seed)],
+    out = subprocess.run([sys.executable, "-c", CHILD, model, dtype, str(batch), str(threads), str(seed), step_mode],
                          cwd=checkout, env=env, capture_output=True, text=True, check=False)
     if out.returncode != 0:
         raise SystemExit(f"{checkout}: the timed chain failed:\n{out.stderr[-2000:]}")
@@ -69,6 +81,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--rounds", type=int, default=3, help="A/B pairs per dtype (A and B alternate)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--b-step-mode", default="eager", choices=["eager", "static", "compiled"],
+                   help="ImageBART.step_mode of side B (A always runs its default); other than eager, B's process "
+                        "runs one untimed chain first (the compilation) and reports its time as first_chain_s")
     p.add_argument("--json", type=Path, default=None)
     args = p.parse_args(argv)
     for side in (args.a, args.b):
@@ -87,7 +102,8 @@ def main(argv: Sequence[str] | None = None) -> dict:
         loads = [os.getloadavg()[0]]
         for _ in range(args.rounds):
             for side, checkout in (("a", args.a), ("b", args.b)):
-                runs[side].append(run_side(checkout, args.model, dtype, args.batch, args.threads, args.seed))
+                mode = args.b_step_mode if side == "b" else "eager"
+                runs[side].append(run_side(checkout, args.model, dtype, args.batch, args.threads, args.seed, mode))
         loads.append(os.getloadavg()[0])
         med = {side: statistics.median(r["chain_s"] for r in rs) for side, rs in runs.items()}
         results.append({"dtype": dtype, "a_chain_s": med["a"], "b_chain_s": med["b"], "speedup_b_over_a": med["a"] / med["b"],
@@ -96,7 +112,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
               f"B {med['b']:.2f} s, B is {med['a'] / med['b']:.2f}x faster (median of {args.rounds})", flush=True)
     payload = {**provenance("tools.ab_chain", argv), "a": str(args.a), "b": str(args.b),
                "a_commit": _commit(args.a), "b_commit": _commit(args.b), "model": args.model, "batch": args.batch,
-               "threads": args.threads, "cpu": _cpu(), "results": results}
+               "threads": args.threads, "b_step_mode": args.b_step_mode, "cpu": _cpu(), "results": results}
     write_json(args.json, payload, indent=2)
     return payload
 
