@@ -183,8 +183,8 @@ def row_product(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None
     the form Inductor compiles into a streaming reduction (see :class:`RowReductionKernels`). Returns [..., out]."""
     if x.numel() != x.shape[-1]:
         return F.linear(x, weight, bias)
-    y = (x.unsqueeze(-2) * weight).sum(-1)  # [..., out]
-    return y if bias is None else y + bias
+    y = (x.float().unsqueeze(-2) * weight).sum(-1)  # [..., out] float32: only the weight is widened per element
+    return (y if bias is None else y + bias).to(x.dtype)
 
 
 def compiled_step_kernels(net: nn.Module) -> StepKernels:

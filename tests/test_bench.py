@@ -77,3 +77,23 @@ def test_bench_model_file(tmp_path):
     finally:
         torch.set_num_threads(threads)
     assert r.model == "m" and r.extrapolated and [s["scale"] for s in r.scales] == [1]
+
+
+def test_compiled_steps_are_not_labelled_with_the_eager_operator_count():
+    """On CPU only one-row steps run compiled; their row shows "compiled", the eager count kept apart."""
+    from imagebart_core.config import tiny_config
+
+    model = random_model(tiny_config(n_scales=2), dtype=torch.float32)
+    assert not bench.steps_compiled(model, 1)  # eager by default
+    model.step_mode = "compiled"
+    assert bench.steps_compiled(model, 1) and not bench.steps_compiled(model, 2)  # two rows run eagerly on CPU
+    assert bench._ops({"step_operators": None, "eager_step_operators": 108}) == "compiled"
+    assert bench._ops({"step_operators": 108, "step_operator_calls": {}}) == "108"
+    assert bench._ops({}) == "-"
+    threads = torch.get_num_threads()
+    try:  # batch 2 with step mode compiled runs eagerly on CPU: counted as such
+        (r,) = bench.main(["--model", "tiny", "--batch", "2", "--tokens", "3", "--scales", "1", "--repeats", "1",
+                           "--warmup", "0", "--threads", "1", "--step-mode", "compiled"])
+    finally:
+        torch.set_num_threads(threads)
+    assert r.step_mode == "compiled" and r.scales[0]["step_operators"] > 0
