@@ -50,6 +50,8 @@ class StaticStepper:
     def __init__(self, net: torch.nn.Module, mode: str, compiled: MutableMapping[int, StaticStep] | None = None):
         self.net = net
         self.step: StaticStep = net.step_at
+        self.compiled = mode == "compiled"
+        self.checked: DecodeState | None = None  # the state whose steps already ran with all of Dynamo's guards
         if check_step_mode(mode) == "compiled":
             cache = compiled if compiled is not None else {}
             step = cache.get(id(net))
@@ -73,7 +75,23 @@ class StaticStepper:
             b = state.caches[0].k.shape[0]
             prev = torch.full((b,), SOS_TOKEN, dtype=torch.long, device=state.caches[0].k.device)
         index = torch.tensor([position], dtype=torch.long, device=prev.device)
-        logits = self.step(state, index, prev)
+        logits = self._unchecked_step(state, index, prev) if state is self.checked else None
+        if logits is None:
+            logits = self.step(state, index, prev)
+            self.checked = state if self.compiled else None
         for cache in state.caches:
             cache.length = position + 1
         return logits
+
+    def _unchecked_step(self, state: DecodeState, index: torch.Tensor, prev: torch.Tensor) -> torch.Tensor | None:
+        """The compiled step with only the guards that tell its compiled graphs apart (the state and shapes are
+        those of a step that passed all guards; full-size ffhq: 0.1-0.3 ms of about 4-11 ms per step). None where
+        the inputs need a graph not compiled yet (e.g. another stride of ``prev``): Dynamo refuses before running
+        anything, and the caller runs the fully guarded step."""
+        try:
+            with torch.compiler.set_stance("default", skip_guard_eval_unsafe=True):
+                return self.step(state, index, prev)
+        except RuntimeError as err:
+            if "skip_guard_eval_unsafe" not in str(err):
+                raise
+            return None
