@@ -15,9 +15,11 @@ Step modes (``ImageBART.step_mode``, ``run_transition(step_mode=...)``):
   compilation (tens of seconds on a CPU; Inductor's disk cache makes it a few seconds in later processes), later
   ones reuse it. Needs a C++ compiler on CPU. On CPU the compiled step runs on
   :class:`~imagebart_core.fast_decode.RowReductionKernels` and only one-row steps (batch 1 without guidance) are
-  compiled: a token step then reads its weights at close to the memory's speed (full-size ffhq, two threads:
-  scale 1 15.4 -> 11.3 ms, the top scale 47.2 -> 32.7 ms in float32; docs/performance.md). With several rows
-  the eager packed kernels are faster than any compiled variant measured, so such steps run eagerly.
+  compiled: a token step then reads its weights at close to the memory's speed (full-size ffhq, two threads, one
+  run: scale 1 19.3 -> 8.8 ms, the top scale 46.5 -> 29.1 ms in float32, 11.5 -> 3.8 and 27.1 -> 15.7 ms in
+  bfloat16; docs/performance.md). With several rows the eager packed kernels are faster than any compiled variant
+  measured, so such steps run eagerly. After a transition's first step, Dynamo checks only the guards that tell
+  its compiled graphs apart (:meth:`StaticStepper._unchecked_step`).
 
 Tokens equal the eager step's; logits agree to float rounding (the masked keys get exactly zero weight).
 """
