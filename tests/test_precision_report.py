@@ -85,3 +85,25 @@ def test_checked_in_figures_have_the_keys_the_docs_cite():
             assert all({"changed", "tokens", "share"} <= set(d[k]) for k in FIGURE_KEYS[1:])
     docs = (REPO_ROOT / "docs" / "performance.md").read_text()
     assert "python -m tools.precision" in docs and "precision_fixtures.json" in docs
+
+
+def test_item_by_item_greedy_tokens_equal_the_batched_ones():
+    """The per-item path (batch-1 steps, what ``--step-mode compiled`` measures on CPU) gives the same greedy
+    tokens as the batched one, here through the static steps (no compilation)."""
+    from imagebart_core.config import tiny_config
+    from imagebart_core.random_init import random_model
+
+    model = random_model(tiny_config(n_scales=3, conditioning="class"), seed=2)
+    cond = model.class_condition([1, 3])
+    (h, w), n = model.config.grid, model.config.grid[0] * model.config.grid[1]
+    gen = torch.Generator().manual_seed(0)
+    greedy = {f"greedy.scale{t}.x_t": torch.randint(0, model.config.vocab_size, (2, n), generator=gen)
+              for t in range(1, 4)}
+    with torch.no_grad():
+        batched_chain = precision.greedy_chain_tokens(model, 2, cond)
+        batched_scales = precision.greedy_scale_tokens(model, greedy, cond)
+        model.step_mode = "static"
+        items_chain = precision.greedy_chain_tokens(model, 2, cond, item_by_item=True)
+        items_scales = precision.greedy_scale_tokens(model, greedy, cond, item_by_item=True)
+    for a, b in zip(batched_chain + batched_scales, items_chain + items_scales):
+        assert a.shape == b.shape == (2, h, w) and torch.equal(a, b)

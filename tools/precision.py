@@ -74,28 +74,48 @@ def teacher_forced_logits(model: ib.ImageBART, expected: dict[str, torch.Tensor]
 
 
 @torch.no_grad()
-def greedy_scale_tokens(model: ib.ImageBART, greedy: dict[str, torch.Tensor], cond) -> list[torch.Tensor]:
+def greedy_scale_tokens(model: ib.ImageBART, greedy: dict[str, torch.Tensor], cond,
+                        item_by_item: bool = False) -> list[torch.Tensor]:
     """Per scale 1..T: int64 [B, h, w] tokens of one greedy (top-k 1) reverse step from the fixture's input of
-    that scale (every scale alone, through the KV-cached token steps)."""
+    that scale (every scale alone, through the KV-cached token steps). ``item_by_item``: each batch item on its
+    own (batch-1 steps: the steps ``step_mode="compiled"`` compiles on CPU), the results stacked."""
     K, (h, w) = model.config.vocab_size, model.config.grid
     out = []
     for t in range(1, model.n_scales + 1):
         x_t = greedy[f"greedy.scale{t}.x_t"]
         codes = ib.Codes(x_t.view(x_t.shape[0], h, w), t + 1, model.codebook_id, K)
-        out.append(model.reverse_step(codes, cond, steps=1, top_k=1, temperature=1.0, seed=0).tokens)
+
+        def step(c: ib.Codes, cnd) -> torch.Tensor:
+            return model.reverse_step(c, cnd, steps=1, top_k=1, temperature=1.0, seed=0).tokens
+
+        out.append(_per_item(step, codes, cond) if item_by_item else step(codes, cond))
     return out
 
 
 @torch.no_grad()
-def greedy_chain_tokens(model: ib.ImageBART, batch: int, cond, seed: int = CHAIN_SEED) -> list[torch.Tensor]:
+def greedy_chain_tokens(model: ib.ImageBART, batch: int, cond, seed: int = CHAIN_SEED,
+                        item_by_item: bool = False) -> list[torch.Tensor]:
     """The whole chain, greedy (top-k 1), from ``random_codes(batch, seed)``: per scale 1..T the int64 [B, h, w]
-    tokens that scale wrote (level t); one public ``reverse_step`` per scale, so each level can be compared."""
-    codes = model.random_codes(batch, seed=seed)
-    levels: dict[int, torch.Tensor] = {}
-    for t in range(model.n_scales, 0, -1):
-        codes = model.reverse_step(codes, cond, steps=1, top_k=1, temperature=1.0, seed=seed)
-        levels[t] = codes.tokens
-    return [levels[t] for t in range(1, model.n_scales + 1)]
+    tokens that scale wrote (level t); one public ``reverse_step`` per scale, so each level can be compared.
+    ``item_by_item`` as in :func:`greedy_scale_tokens`."""
+    start = model.random_codes(batch, seed=seed)
+
+    def chain(codes: ib.Codes, cnd) -> torch.Tensor:
+        levels = []
+        for _ in range(model.n_scales, 0, -1):
+            codes = model.reverse_step(codes, cnd, steps=1, top_k=1, temperature=1.0, seed=seed)
+            levels.append(codes.tokens)
+        return torch.stack(levels[::-1])  # [T, B, h, w], level 1 first
+
+    levels = _per_item(chain, start, cond, dim=1) if item_by_item else chain(start, cond)
+    return list(levels.unbind(0))
+
+
+def _per_item(fn, codes: ib.Codes, cond, dim: int = 0) -> torch.Tensor:
+    """``fn(codes, cond)`` for each batch item alone (``Codes.select`` / ``Condition.select``), concatenated
+    along ``dim`` (the batch dimension of what ``fn`` returns)."""
+    parts = [fn(codes.select([i]), None if cond is None else cond.select([i])) for i in range(codes.batch_size)]
+    return torch.cat(parts, dim=dim)
 
 
 # -- figures ------------------------------------------------------------------------------------------------------
@@ -143,9 +163,12 @@ def argmax_tokens(logits: Sequence[torch.Tensor]) -> list[torch.Tensor]:
 
 # -- the report -------------------------------------------------------------------------------------------------------
 def runtime_precision(model_file: Path, fixtures: Path, name: str,
-                      dtypes: Sequence[str] = tuple(RUNTIME_DTYPES)) -> dict:
+                      dtypes: Sequence[str] = tuple(RUNTIME_DTYPES), step_mode: str = "eager") -> dict:
     """Figures of one fixture: ``model_file`` (its converted float32 file) loaded in each of ``dtypes`` on the
-    CPU, every figure against the float32 load. Returns a JSON-ready dict (see the module docstring)."""
+    CPU, every figure against the float32 load. ``step_mode`` (``ImageBART.step_mode``) for the greedy token
+    steps of every load; other than eager, the greedy figures run item by item (batch-1 steps, the ones the CPU
+    compiles). Returns a JSON-ready dict (see the module docstring)."""
+    item_by_item = step_mode != "eager"
     expected, greedy = fixture_tensors(fixtures, name)
     wanted = ["fp32", *[d for d in dtypes if d != "fp32"]]
     unknown = [d for d in wanted if d not in RUNTIME_DTYPES]
@@ -154,14 +177,15 @@ def runtime_precision(model_file: Path, fixtures: Path, name: str,
     runs = {}
     for dt in wanted:
         model = ib.load_model(model_file, "cpu", RUNTIME_DTYPES[dt])
+        model.step_mode = step_mode
         cond = fixture_condition(model, expected)
         batch = expected["scale1.x_t"].shape[0]
         logits = teacher_forced_logits(model, expected, cond)
         runs[dt] = {
             "logits": logits,
             "argmax": argmax_tokens(logits),
-            "chain": greedy_chain_tokens(model, batch, cond),
-            "per_scale": greedy_scale_tokens(model, greedy, cond),
+            "chain": greedy_chain_tokens(model, batch, cond, item_by_item=item_by_item),
+            "per_scale": greedy_scale_tokens(model, greedy, cond, item_by_item=item_by_item),
             "weight_dtype": str(next(model.scales[0].parameters()).dtype).replace("torch.", ""),
             "logits_dtype": str(model.scale_logits(1, expected["scale1.x_t"], expected["scale1.x_tm1"], cond).dtype
                                 ).replace("torch.", ""),
@@ -170,7 +194,8 @@ def runtime_precision(model_file: Path, fixtures: Path, name: str,
     ref = runs["fp32"]
     config = ib.read_config(model_file)
     result: dict = {"scales": config.n_scales, "K": config.vocab_size, "grid": list(config.grid),
-                    "batch": int(expected["scale1.x_t"].shape[0]), "chain_seed": CHAIN_SEED, "dtypes": {}}
+                    "batch": int(expected["scale1.x_t"].shape[0]), "chain_seed": CHAIN_SEED, "step_mode": step_mode,
+                    "greedy_item_by_item": item_by_item, "dtypes": {}}
     for dt in [d for d in dtypes if d in runs]:
         r = runs[dt]
         result["dtypes"][dt] = {
@@ -211,6 +236,9 @@ def main(argv: Sequence[str] | None = None) -> dict:
     ap.add_argument("--fixtures", default=str(FIXTURES), help="the official-fixtures folder (default: %(default)s)")
     ap.add_argument("--json", help="also write the figures to this JSON file")
     ap.add_argument("--dtypes", nargs="+", default=list(RUNTIME_DTYPES), choices=list(RUNTIME_DTYPES))
+    ap.add_argument("--step-mode", default="eager", choices=["eager", "static", "compiled"],
+                    help="ImageBART.step_mode of the greedy token steps; other than eager they run item by item "
+                         "(batch 1: on CPU only one-row steps are compiled)")
     args = ap.parse_args(argv)
     fixtures = Path(args.fixtures)
     if not (fixtures / FIXTURE_MODELS[0]).is_dir():
@@ -221,7 +249,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
         for name in FIXTURE_MODELS:
             path = convert_fixture(fixtures, name, Path(tmp) / f"{name}-fp32.safetensors")
             with torch.no_grad():
-                figures["fixtures"][name] = runtime_precision(path, fixtures, name, args.dtypes)
+                figures["fixtures"][name] = runtime_precision(path, fixtures, name, args.dtypes, args.step_mode)
     sys.stdout.write(format_report(figures) + "\n")
     write_json(args.json, figures)
     return figures
