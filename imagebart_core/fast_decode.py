@@ -118,7 +118,7 @@ def step_kernels(net: nn.Module, rows: int, pack: bool = True) -> StepKernels:
     params = list(net.parameters())
     if any(p.device.type == "meta" for p in params):
         return PLAIN
-    if torch.is_grad_enabled() and any(p.requires_grad for p in params):
+    if training(params):
         return PLAIN
     fused: dict[int, FusedQKV] = {}
     qkv_linears = set()
@@ -134,6 +134,11 @@ def step_kernels(net: nn.Module, rows: int, pack: bool = True) -> StepKernels:
         packed = PackedWeights.build(net.step_modules(), fused, rows)
     chunks = torch.get_num_threads() if rows == 1 and params[0].device.type == "cpu" else 1
     return FastKernels(fused, packed, chunks)
+
+
+def training(params: list[torch.Tensor]) -> bool:
+    """Gradients are on and some of ``params`` need them: the weights keep their layout (see :func:`step_kernels`)."""
+    return torch.is_grad_enabled() and any(p.requires_grad for p in params)
 
 
 class RowReductionKernels(StepKernels):
@@ -195,7 +200,7 @@ def compiled_step_kernels(net: nn.Module) -> StepKernels:
     params = list(net.parameters())
     if any(p.device.type != "cpu" for p in params):
         return PLAIN
-    if torch.is_grad_enabled() and any(p.requires_grad for p in params):
+    if training(params):
         return PLAIN
     for m in net.step_modules():
         for lin in (m.to_q, m.to_k, m.to_v) if isinstance(m, Attention) else (m,):

@@ -81,6 +81,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--rounds", type=int, default=3, help="A/B pairs per dtype (A and B alternate)")
     p.add_argument("--seed", type=int, default=0)
+    # the modes of static_step.STEP_MODES, written out: this parent process imports neither checkout's library
     p.add_argument("--b-step-mode", default="eager", choices=["eager", "static", "compiled"],
                    help="ImageBART.step_mode of side B (A always runs its default); other than eager, B's process "
                         "runs one untimed chain first (the compilation) and reports its time as first_chain_s")

@@ -36,6 +36,7 @@ from pathlib import Path
 
 import torch
 
+from imagebart_core.chain.static_step import STEP_MODES, runs_compiled
 from imagebart_core.model import ImageBART
 from tools.records import provenance, write_json
 
@@ -225,9 +226,8 @@ def count_step_operators(model: ImageBART, scale: int, batch: int, cond) -> dict
 
 
 def steps_compiled(model: ImageBART, batch: int) -> bool:
-    """Whether the bench's token steps run compiled: step mode "compiled", and on CPU one row (batch 1; the bench
-    samples without guidance), since several rows run eagerly there (:mod:`imagebart_core.chain.static_step`)."""
-    return model.step_mode == "compiled" and (model.device.type != "cpu" or batch == 1)
+    """Whether the bench's token steps run compiled (the bench samples without guidance: one row per item)."""
+    return runs_compiled(model.step_mode, model.device.type, batch)
 
 
 def compute_operators(calls: dict[str, int]) -> int:
@@ -535,7 +535,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                    help="time only the first N tokens of each scale; the loop is extrapolated (and labelled so)")
     p.add_argument("--threads", type=int, default=None,
                    help="CPU threads (default: physical cores not kept busy by other work, see default_threads)")
-    p.add_argument("--step-mode", nargs="+", default=["eager"], choices=["eager", "static", "compiled"],
+    p.add_argument("--step-mode", nargs="+", default=["eager"], choices=list(STEP_MODES),
                    help="how token steps run (ImageBART.step_mode), one result per mode; compiled = torch.compile "
                    "(CUDA graphs on CUDA), its compilation is part of the first, warm-up run")
     p.add_argument("--seed", type=int, default=0)

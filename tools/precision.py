@@ -31,6 +31,7 @@ from pathlib import Path
 import torch
 
 import imagebart_core as ib
+from imagebart_core.chain.static_step import STEP_MODES
 from imagebart_core.original.convert import convert_release, locate_release
 from tools.bench import cpu_name
 from tools.records import provenance, write_json
@@ -236,7 +237,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
     ap.add_argument("--fixtures", default=str(FIXTURES), help="the official-fixtures folder (default: %(default)s)")
     ap.add_argument("--json", help="also write the figures to this JSON file")
     ap.add_argument("--dtypes", nargs="+", default=list(RUNTIME_DTYPES), choices=list(RUNTIME_DTYPES))
-    ap.add_argument("--step-mode", default="eager", choices=["eager", "static", "compiled"],
+    ap.add_argument("--step-mode", default="eager", choices=list(STEP_MODES),
                     help="ImageBART.step_mode of the greedy token steps; other than eager they run item by item "
                          "(batch 1: on CPU only one-row steps are compiled)")
     args = ap.parse_args(argv)

@@ -39,6 +39,13 @@ STEP_MODES = ("eager", "static", "compiled")
 StaticStep = Callable[[DecodeState, torch.Tensor, torch.Tensor], torch.Tensor]
 
 
+def runs_compiled(mode: str, device_type: str, rows: int) -> bool:
+    """Whether token steps of ``rows`` rows (batch x condition sets, x2 with guidance) on ``device_type`` run
+    compiled in step mode ``mode``: on CPU only one-row steps do; several rows run on the eager packed kernels,
+    faster there than any compiled step measured (see the module docstring)."""
+    return check_step_mode(mode) == "compiled" and (device_type != "cpu" or rows == 1)
+
+
 def check_step_mode(mode: str) -> str:
     if mode not in STEP_MODES:
         raise ValueError(f"step_mode must be one of {', '.join(STEP_MODES)}; got {mode!r}")
@@ -52,9 +59,9 @@ class StaticStepper:
     def __init__(self, net: torch.nn.Module, mode: str, compiled: MutableMapping[int, StaticStep] | None = None):
         self.net = net
         self.step: StaticStep = net.step_at
-        self.compiled = mode == "compiled"
+        self.compiled = check_step_mode(mode) == "compiled"
         self.checked: DecodeState | None = None  # the state whose steps already ran with all of Dynamo's guards
-        if check_step_mode(mode) == "compiled":
+        if self.compiled:
             cache = compiled if compiled is not None else {}
             step = cache.get(id(net))
             if step is None:

@@ -20,7 +20,7 @@ import torch
 
 from .. import fast_decode
 from .sampling import Known, TokenFilter, TokenSampler, TokenStep
-from .static_step import StaticStepper, check_step_mode
+from .static_step import StaticStepper, check_step_mode, runs_compiled
 from .windows import DEFAULT_WINDOW_CACHE_BYTES, WindowCache, check_stride, default_stride, window_origin
 
 
@@ -74,9 +74,8 @@ def run_transition(
     groups = list(cond_sets) + ([null_tokens] if guided else [])
     rows = len(groups)
     cond_all = None if groups[0] is None else torch.cat(list(groups))  # [rows * B, P]
-    check_step_mode(step_mode)
-    if step_mode == "compiled" and x_in.device.type == "cpu" and rows * b > 1:
-        step_mode = "eager"  # several rows on CPU: the packed eager kernels beat any compiled step (static_step)
+    if check_step_mode(step_mode) == "compiled" and not runs_compiled(step_mode, x_in.device.type, rows * b):
+        step_mode = "eager"  # several rows on CPU: the packed eager kernels beat any compiled step
     if step_mode == "compiled":
         kernels = fast_decode.compiled_step_kernels(net)  # row reductions on CPU, the modules' products elsewhere
     else:
