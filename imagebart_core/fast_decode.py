@@ -8,7 +8,9 @@ applied explicitly, never as a side effect of a query:
   and passed to the scale's ``prepare``): q/k/v of every attention become views of one fused [3*H*dh, D] matrix
   (one product per token step instead of three), every other linear weight is stored column-major (streams
   fastest for the few rows of a token step), and with two or more rows on CPU the step matrices get
-  oneDNN-packed copies (:mod:`~imagebart_core.packed`). The returned :class:`FastKernels` carries all of it; the
+  oneDNN-packed copies (:mod:`~imagebart_core.packed`); bfloat16/float16 weights on a CPU without kernels for
+  them stay row-major with float32 products and key/value caches instead (:func:`row_major_kernels`,
+  :mod:`~imagebart_core.cpu_matmul`). The returned :class:`FastKernels` carries all of it; the
   decode states hold it, nothing is attached to the modules. Values, names, shapes and state dict are unchanged;
   the layout is found again from the parameters themselves (no flag to go stale) and re-made after ``.to()`` or
   anything else that replaces them.
@@ -19,9 +21,9 @@ applied explicitly, never as a side effect of a query:
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
+from . import cpu_matmul
 from .packed import PackedLinear, PackedWeights, params_of, wanted
 from .transformer import PLAIN, Attention, StepKernels
 
@@ -33,13 +35,20 @@ class FastKernels(StepKernels):
     """Token-step kernels on the decode layout: fused q/k/v products, and oneDNN-packed copies when given.
 
     ``fused`` maps id(attention) -> :data:`FusedQKV`; ``packed`` the packed step matrices (or None).
+    ``float32_cache``: the decode states keep keys/values in float32 whatever the activations' dtype, and
+    attention runs in float32 (see :func:`row_major_kernels`).
     """
 
-    def __init__(self, fused: dict[int, FusedQKV], packed: PackedWeights | None = None, chunks: int = 1):
+    def __init__(self, fused: dict[int, FusedQKV], packed: PackedWeights | None = None, chunks: int = 1,
+                 float32_cache: bool = False):
         self.fused = fused
         self.packed = packed
         self.chunks = chunks
-        self._unpacked = self if packed is None else FastKernels(fused, chunks=chunks)
+        self.float32_cache = float32_cache
+        self._unpacked = self if packed is None else FastKernels(fused, chunks=chunks, float32_cache=float32_cache)
+
+    def cache_dtype(self, dtype: torch.dtype) -> torch.dtype:
+        return torch.float32 if self.float32_cache else dtype
 
     def _packed_for(self, module: nn.Module, x: torch.Tensor) -> PackedLinear | None:
         return None if self.packed is None else self.packed.get(module, x)
@@ -48,7 +57,7 @@ class FastKernels(StepKernels):
         """x [..., in] @ weight.T + bias; one float32 row on a column-major weight runs as :func:`chunked_row`."""
         if self.chunks > 1 and x.numel() == x.shape[-1] and chunkable(weight, self.chunks) and x.dtype == torch.float32:
             return chunked_row(x, weight, bias, self.chunks)
-        return F.linear(x, weight, bias)
+        return cpu_matmul.linear(x, weight, bias)  # F.linear; float32 arithmetic for half weights without kernels
 
     def linear(self, module: nn.Linear, x: torch.Tensor) -> torch.Tensor:
         packed = self._packed_for(module, x)
@@ -68,6 +77,8 @@ class FastKernels(StepKernels):
         """One query in each of several rows (a batched token step) on CPU: two batched products and a softmax
         (full-size ffhq, 8 rows: about 1.6x faster than ``scaled_dot_product_attention`` in float32 and 2x in
         bfloat16, whose CPU kernel is tiled for long queries); otherwise the default."""
+        if k.dtype != q.dtype:  # a float32 cache: attend in float32, return in the activations' dtype
+            return self.attention(q.to(k.dtype), k, v, mask=mask, causal=causal).to(q.dtype)
         b, h, lq, d = q.shape
         if b == 1 or lq != 1 or mask is not None or causal or q.device.type != "cpu":
             return super().attention(q, k, v, mask=mask, causal=causal)  # one row: as fast, and one operator
@@ -120,6 +131,8 @@ def step_kernels(net: nn.Module, rows: int, pack: bool = True) -> StepKernels:
         return PLAIN
     if training(params):
         return PLAIN
+    if half_without_kernels(params):
+        return row_major_kernels(net)
     fused: dict[int, FusedQKV] = {}
     qkv_linears = set()
     for m in net.modules():
@@ -134,6 +147,27 @@ def step_kernels(net: nn.Module, rows: int, pack: bool = True) -> StepKernels:
         packed = PackedWeights.build(net.step_modules(), fused, rows)
     chunks = torch.get_num_threads() if rows == 1 and params[0].device.type == "cpu" else 1
     return FastKernels(fused, packed, chunks)
+
+
+def half_without_kernels(params: list[torch.Tensor]) -> bool:
+    """``params`` are bfloat16/float16 CPU weights that this CPU has no native product kernels for
+    (:func:`~imagebart_core.cpu_matmul.native`)."""
+    first = params[0]
+    return (first.device.type == "cpu" and first.dtype in cpu_matmul.HALF_DTYPES
+            and not cpu_matmul.native(first.dtype))
+
+
+def row_major_kernels(net: nn.Module) -> FastKernels:
+    """The decode layout for half-size CPU weights without native kernels: every linear weight row-major and
+    separate q/k/v products, so that one-row products run on the fast matrix-vector kernel and products of
+    several rows in float32 (:func:`~imagebart_core.cpu_matmul.linear`); keys/values cached in float32, so that
+    attention, whose half-precision CPU kernels are as slow, runs in float32 too (the cache is activations, a
+    few MB per row, not weights). Undoes :func:`column_major` and :func:`fuse_qkv` (values unchanged; one matrix
+    copied at a time)."""
+    for m in net.modules():
+        if isinstance(m, nn.Linear) and not m.weight.is_contiguous():
+            m.weight.data = m.weight.detach().contiguous()
+    return FastKernels({}, float32_cache=True)
 
 
 def training(params: list[torch.Tensor]) -> bool:
@@ -187,7 +221,7 @@ def row_product(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None
     """x [..., in] @ weight.T + bias for weight [out, in]; one row (``x.numel() == in``) as ``(x * W).sum(-1)``,
     the form Inductor compiles into a streaming reduction (see :class:`RowReductionKernels`). Returns [..., out]."""
     if x.numel() != x.shape[-1]:
-        return F.linear(x, weight, bias)
+        return cpu_matmul.linear(x, weight, bias)
     y = (x.float().unsqueeze(-2) * weight).sum(-1)  # [..., out] float32: only the weight is widened per element
     return (y if bias is None else y + bias).to(x.dtype)
 

@@ -26,6 +26,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .config import DECODER_ONLY, ConditioningConfig, TransformerConfig
+from .cpu_matmul import Linear
 
 SOS_TOKEN = 0
 
@@ -50,6 +51,10 @@ class StepKernels:
         """Softmax attention: q [B,H,Lq,dh], k/v [B,H,Lk,dh] -> [B,H,Lq,dh]; ``mask`` bool [Lq, Lk], True = attend."""
         return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=causal)
 
+    def cache_dtype(self, dtype: torch.dtype) -> torch.dtype:
+        """The dtype a decode state keeps keys/values in, for activations in ``dtype``: the same here."""
+        return dtype
+
     @property
     def unpacked(self) -> StepKernels:
         """The kernels for passes outside the token loop (a decoder-only scale's prefix)."""
@@ -67,10 +72,10 @@ class Attention(nn.Module):
         super().__init__()
         inner = heads * dim_head
         self.heads, self.dim_head = heads, dim_head
-        self.to_q = nn.Linear(dim, inner, bias=qkv_bias)
-        self.to_k = nn.Linear(dim, inner, bias=qkv_bias)
-        self.to_v = nn.Linear(dim, inner, bias=qkv_bias)
-        self.to_out = nn.Linear(inner, dim)
+        self.to_q = Linear(dim, inner, bias=qkv_bias)
+        self.to_k = Linear(dim, inner, bias=qkv_bias)
+        self.to_v = Linear(dim, inner, bias=qkv_bias)
+        self.to_out = Linear(inner, dim)
 
     def split(self, t: torch.Tensor) -> torch.Tensor:
         """[B, L, H*dh] -> [B, H, L, dh]."""
@@ -98,8 +103,8 @@ class Attention(nn.Module):
 class FeedForward(nn.Module):
     def __init__(self, dim: int, mult: int):
         super().__init__()
-        self.fc1 = nn.Linear(dim, dim * mult)
-        self.fc2 = nn.Linear(dim * mult, dim)
+        self.fc1 = Linear(dim, dim * mult)
+        self.fc2 = Linear(dim * mult, dim)
 
     def forward(self, x: torch.Tensor, kernels: StepKernels = PLAIN) -> torch.Tensor:
         return kernels.linear(self.fc2, F.gelu(kernels.linear(self.fc1, x)))
@@ -170,10 +175,12 @@ class LayerCache:
     length: int = 0
 
     @classmethod
-    def empty(cls, batch: int, heads: int, capacity: int, dim_head: int, like: torch.Tensor) -> LayerCache:
+    def empty(cls, batch: int, heads: int, capacity: int, dim_head: int, like: torch.Tensor,
+              dtype: torch.dtype | None = None) -> LayerCache:
+        """Zeroed buffers on ``like``'s device, in ``dtype`` (default ``like``'s)."""
         shape = (batch, heads, capacity, dim_head)
         # zeros, not empty: a static-shape step multiplies the unwritten values by a zero weight (0 * NaN = NaN)
-        return cls(like.new_zeros(shape), like.new_zeros(shape))
+        return cls(like.new_zeros(shape, dtype=dtype), like.new_zeros(shape, dtype=dtype))
 
     def append(self, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Write k/v [B, H, L, dh] at the end; return views of everything cached so far."""
@@ -190,8 +197,8 @@ class LayerCache:
         """Write one position's k/v [B, H, 1, dh] at ``index`` (int64 [1], a tensor: the same shapes at every
         step); return the whole buffers [B, H, capacity, dh] (the positions not yet written are masked by the
         caller). ``length`` is the caller's to keep."""
-        self.k.index_copy_(2, index, k)
-        self.v.index_copy_(2, index, v)
+        self.k.index_copy_(2, index, k.to(self.k.dtype))
+        self.v.index_copy_(2, index, v.to(self.v.dtype))
         return self.k, self.v
 
 
@@ -267,7 +274,7 @@ class EncoderDecoderScale(nn.Module):
         self.dec_pos_emb = nn.Embedding(cfg.target_len, cfg.dim)
         self.decoder = nn.ModuleList(DecoderBlock(cfg) for _ in range(cfg.decoder_depth))
         self.dec_norm = nn.LayerNorm(cfg.dim)
-        self.to_logits = nn.Linear(cfg.dim, cfg.vocab_size)
+        self.to_logits = Linear(cfg.dim, cfg.vocab_size)
         if cfg.residual:
             self.log_scalors = nn.Parameter(torch.zeros(cfg.residual_num_scalors))
         # alpha_s = 1 - beta_s of this transition, float32 (the residual term; not a weight)
@@ -321,9 +328,10 @@ class EncoderDecoderScale(nn.Module):
         enc = self.encode(x_in, scale, cond_tokens)  # [B, L, D]
         n = n_tokens or x_in.shape[1]
         b = x_in.shape[0]
-        caches = [LayerCache.empty(b, self.cfg.heads, n, self.cfg.dim_head, enc) for _ in self.decoder]
+        kv_dtype = kernels.cache_dtype(enc.dtype)
+        caches = [LayerCache.empty(b, self.cfg.heads, n, self.cfg.dim_head, enc, kv_dtype) for _ in self.decoder]
         # contiguous [B, H, L, dh]: read at every token step, and a strided layout halves attention speed
-        cross = [tuple(t.contiguous() for t in blk.cross_attn.project_kv(enc)) for blk in self.decoder]
+        cross = [tuple(t.to(kv_dtype).contiguous() for t in blk.cross_attn.project_kv(enc)) for blk in self.decoder]
         residual = self.residual_terms(x_in, scale, enc.dtype) if self.cfg.residual else None
         return DecodeState(caches=caches, x_in=x_in, cross_kv=cross, residual=residual, kernels=kernels)
 
@@ -424,7 +432,7 @@ class DecoderOnlyScale(nn.Module):
         self.pos_emb = nn.Parameter(torch.zeros(1, cfg.context_len, cfg.dim))
         self.blocks = nn.ModuleList(SelfAttentionBlock(cfg) for _ in range(cfg.depth))
         self.norm = nn.LayerNorm(cfg.dim)
-        self.head = nn.Linear(cfg.dim, cfg.vocab_size, bias=False)
+        self.head = Linear(cfg.dim, cfg.vocab_size, bias=False)
 
     def _mask(self, length: int, device) -> torch.Tensor:
         return prefix_mask(length, max(self.cfg.unmasked_prefix, 0), device)
@@ -453,8 +461,9 @@ class DecoderOnlyScale(nn.Module):
         prefix = self.prefix(self.token_emb, scale, cond_tokens, b)  # [B, P1, D]
         p1 = prefix.shape[1]
         capacity = p1 + n - 1
+        kv_dtype = kernels.cache_dtype(prefix.dtype)
         caches = [
-            LayerCache.empty(b, self.cfg.heads, capacity, self.cfg.dim_head, prefix) for _ in self.blocks
+            LayerCache.empty(b, self.cfg.heads, capacity, self.cfg.dim_head, prefix, kv_dtype) for _ in self.blocks
         ]
         h = prefix + self.pos_emb[:, :p1]
         mask = self._mask(p1, h.device)

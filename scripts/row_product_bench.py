@@ -10,7 +10,8 @@ that no weight stays in cache, and times per matrix, for float32 and bfloat16:
 * ``compiled, both widened``: the same with the row and the weight multiplied in the weights' dtype (the variant
   measured before the row was widened on its own);
 * ``F.linear``: the eager product on the row-major weight;
-* ``packed``: oneDNN's ``_linear_pointwise`` on a ``_reorder_linear_weight`` copy (the eager batched kernels).
+* ``packed``: oneDNN's ``_linear_pointwise`` on a ``_reorder_linear_weight`` copy (the eager batched kernels; for
+  bfloat16 only where oneDNN has bfloat16 kernels, see :func:`imagebart_core.packed.bf16_supported`).
 
 Also prints the bytes of one matrix over a measured read bandwidth (a sum over 512 MiB with the same threads).
 """
@@ -29,6 +30,7 @@ import torch.nn.functional as F
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a checkout without installing
 
 from imagebart_core.fast_decode import COMPILE_OPTIONS, row_product  # noqa: E402
+from imagebart_core.packed import bf16_supported  # noqa: E402
 
 log = logging.getLogger("row_product_bench")
 
@@ -73,7 +75,9 @@ def main(argv: list[str] | None = None) -> list[dict]:
             weights = [torch.randn(args.out_features, args.in_features, generator=gen).to(dtype)
                        for _ in range(args.matrices)]
             biases = [torch.randn(args.out_features, generator=gen).to(dtype) for _ in range(args.matrices)]
-            packed = [torch.ops.mkldnn._reorder_linear_weight(w, max(args.rows)) for w in weights]
+            # oneDNN packs bfloat16 only where it has bfloat16 kernels (AVX-512 / AMX); elsewhere no packed figure
+            can_pack = dtype == torch.float32 or bf16_supported()
+            packed = [torch.ops.mkldnn._reorder_linear_weight(w, max(args.rows)) for w in weights] if can_pack else []
             bound = weights[0].numel() * weights[0].element_size() / (bw * 1e9) * 1e3
             for rows in args.rows:
                 x = torch.randn(rows, args.in_features, generator=gen).to(dtype)
@@ -87,8 +91,9 @@ def main(argv: list[str] | None = None) -> list[dict]:
                             torch._dynamo.reset()
                     res["F.linear"] = per_matrix_ms(lambda: [F.linear(x, w, b) for w, b in zip(weights, biases)],
                                                     args.matrices)
-                    res["packed"] = per_matrix_ms(lambda: [torch.ops.mkldnn._linear_pointwise(x, w, b, "none", [], "")
-                                                           for w, b in zip(packed, biases)], args.matrices)
+                    if packed:
+                        res["packed"] = per_matrix_ms(lambda: [torch.ops.mkldnn._linear_pointwise(x, w, b, "none", [], "")
+                                                               for w, b in zip(packed, biases)], args.matrices)
                 figures = ", ".join(f"{k} {v:.3f}" for k, v in res.items())
                 log.info("threads %d  %-8s  rows %d  ms/matrix: %s  (one read at %.1f GB/s: %.3f)", threads,
                          str(dtype).removeprefix("torch."), rows, figures, bw, bound)
