@@ -24,7 +24,7 @@ import torch
 from torch import nn
 
 from . import cpu_matmul
-from .packed import PackedLinear, PackedWeights, params_of, wanted
+from .packed import PackedLinear, PackedWeights, params_of, rows_wanted, wanted
 from .transformer import PLAIN, Attention, StepKernels
 
 #: (weight [3*H*dh, D] column-major, bias [3*H*dh] or None, the parameters it is made of)
@@ -65,10 +65,10 @@ class FastKernels(StepKernels):
 
     def qkv(self, attn: Attention, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         fused = self.fused.get(id(attn))
-        if fused is None:
+        packed = self._packed_for(attn, x)
+        if fused is None and packed is None:
             return super().qkv(attn, x)
         b, n, _ = x.shape
-        packed = self._packed_for(attn, x)
         out = packed(x) if packed is not None else self._product(x, fused[0], fused[1])  # [B, L, 3*H*dh]
         out = out.view(b, n, 3, attn.heads, attn.dim_head).permute(2, 0, 3, 1, 4)  # [3, B, H, L, dh]
         return out[0], out[1], out[2]
@@ -132,7 +132,7 @@ def step_kernels(net: nn.Module, rows: int, pack: bool = True) -> StepKernels:
     if training(params):
         return PLAIN
     if half_without_kernels(params):
-        return row_major_kernels(net)
+        return row_major_kernels(net, rows, pack)
     fused: dict[int, FusedQKV] = {}
     qkv_linears = set()
     for m in net.modules():
@@ -157,17 +157,31 @@ def half_without_kernels(params: list[torch.Tensor]) -> bool:
             and not cpu_matmul.native(first.dtype))
 
 
-def row_major_kernels(net: nn.Module) -> FastKernels:
+def row_major_kernels(net: nn.Module, rows: int = 1, pack: bool = True) -> FastKernels:
     """The decode layout for half-size CPU weights without native kernels: every linear weight row-major and
     separate q/k/v products, so that one-row products run on the fast matrix-vector kernel and products of
     several rows in float32 (:func:`~imagebart_core.cpu_matmul.linear`); keys/values cached in float32, so that
     attention, whose half-precision CPU kernels are as slow, runs in float32 too (the cache is activations, a
     few MB per row, not weights). Undoes :func:`column_major` and :func:`fuse_qkv` (values unchanged; one matrix
-    copied at a time)."""
+    copied at a time). With ``pack`` and at least :data:`~imagebart_core.packed.PACKED_MIN_ROWS` rows the step
+    matrices get oneDNN-packed float32 copies (q/k/v fused), as float32 weights do: batched steps then run at
+    float32's speed, for twice the bytes of the running scale's decoding weights while it runs."""
     for m in net.modules():
         if isinstance(m, nn.Linear) and not m.weight.is_contiguous():
             m.weight.data = m.weight.detach().contiguous()
-    return FastKernels({}, float32_cache=True)
+    packed = None
+    if pack and rows_wanted(rows, torch.float32) and not torch.is_grad_enabled() and torch.backends.mkldnn.is_available():
+        qkv = {id(m): fused_float32(m) for m in net.step_modules() if isinstance(m, Attention)}
+        packed = PackedWeights.build(net.step_modules(), qkv, rows, dtype=torch.float32)
+    return FastKernels({}, packed, float32_cache=True)
+
+
+def fused_float32(attn: Attention) -> FusedQKV:
+    """A float32 copy of ``attn``'s q/k/v weights as one [3*H*dh, D] matrix (+ bias), for packing."""
+    lins = (attn.to_q, attn.to_k, attn.to_v)
+    weight = torch.cat([lin.weight.detach().float() for lin in lins])  # [3*H*dh, D]
+    bias = None if attn.to_q.bias is None else torch.cat([lin.bias.detach().float() for lin in lins])
+    return weight, bias, sum((params_of(lin) for lin in lins), ())
 
 
 def training(params: list[torch.Tensor]) -> bool:

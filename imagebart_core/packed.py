@@ -37,13 +37,16 @@ def tensor_version(t: torch.Tensor) -> int | None:
 
 
 class PackedLinear:
-    """One matrix in oneDNN layout (+ bias), remembering which parameter version it copies."""
+    """One matrix in oneDNN layout (+ bias), remembering which parameter version it copies; ``dtype`` (default
+    the weight's) is the dtype of the copy: float32 copies of half-size weights multiply inputs of any dtype in
+    float32 and return the input's dtype."""
 
     def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None, sources: tuple[torch.Tensor, ...],
-                 rows: int):
+                 rows: int, dtype: torch.dtype | None = None):
+        dtype = dtype or weight.dtype
         # [out, in] in oneDNN's blocked layout for about ``rows`` rows per product
-        self.weight = torch.ops.mkldnn._reorder_linear_weight(weight.detach().contiguous(), rows)
-        self.bias = bias.detach().contiguous() if bias is not None else None
+        self.weight = torch.ops.mkldnn._reorder_linear_weight(weight.detach().to(dtype).contiguous(), rows)
+        self.bias = bias.detach().to(dtype).contiguous() if bias is not None else None
         self.out_features = weight.shape[0]
         self.sources = [(t, t.data_ptr(), tensor_version(t)) for t in sources]
 
@@ -51,10 +54,10 @@ class PackedLinear:
         return all(t.data_ptr() == ptr and tensor_version(t) == version for t, ptr, version in self.sources)
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        """x [..., in] (the weight's dtype) -> [..., out]."""
-        rows = x.reshape(-1, x.shape[-1]).contiguous()  # [R, in]
+        """x [..., in] -> [..., out] in x's dtype (computed in the copy's dtype)."""
+        rows = x.reshape(-1, x.shape[-1]).to(self.weight.dtype).contiguous()  # [R, in]
         y = torch.ops.mkldnn._linear_pointwise(rows, self.weight, self.bias, "none", [], "")  # [R, out]
-        return y.view(*x.shape[:-1], self.out_features)
+        return y.view(*x.shape[:-1], self.out_features).to(x.dtype)
 
 
 def params_of(linear: nn.Linear) -> tuple[torch.Tensor, ...]:
@@ -66,24 +69,25 @@ class PackedWeights:
     """Packed copies of the matrices a scale's token step uses, keyed by the id of the module that owns each one
     (an ``nn.Linear``, or an attention whose fused q/k/v matrix is packed)."""
 
-    def __init__(self, table: dict[int, PackedLinear]):
+    def __init__(self, table: dict[int, PackedLinear], dtype: torch.dtype | None = None):
         self.table = table
+        self.dtype = dtype  # the copies' dtype when it differs from the inputs' (float32 copies of half weights)
 
     @classmethod
     def build(cls, modules: Iterable[nn.Module],
               fused: Mapping[int, tuple[torch.Tensor, torch.Tensor | None, tuple[torch.Tensor, ...]]],
-              rows: int) -> PackedWeights:
+              rows: int, dtype: torch.dtype | None = None) -> PackedWeights:
         """Pack every ``nn.Linear`` in ``modules`` and the fused q/k/v matrix (weight [3*H*dh, D], bias, the
         parameters it is made of) of every attention in ``modules`` that ``fused`` lists by id, for products of
-        about ``rows`` rows."""
+        about ``rows`` rows; copies in ``dtype`` (default: the weights' own)."""
         table: dict[int, PackedLinear] = {}
         for m in modules:
             if isinstance(m, nn.Linear):
-                table[id(m)] = PackedLinear(m.weight, m.bias, params_of(m), rows)
+                table[id(m)] = PackedLinear(m.weight, m.bias, params_of(m), rows, dtype)
             elif id(m) in fused:
                 weight, bias, sources = fused[id(m)]
-                table[id(m)] = PackedLinear(weight, bias, sources, rows)
-        return cls(table)
+                table[id(m)] = PackedLinear(weight, bias, sources, rows, dtype)
+        return cls(table, dtype)
 
     def valid(self) -> bool:
         """False once any packed parameter was changed in place or replaced (then pack again)."""
@@ -92,7 +96,7 @@ class PackedWeights:
     def get(self, module: nn.Module, x: torch.Tensor) -> PackedLinear | None:
         """The packed copy of ``module``'s matrix for the input x [..., in], if it has one and x is worth it
         (:func:`rows_wanted`); else None (use the default kernels)."""
-        if not rows_wanted(x.numel() // max(x.shape[-1], 1), x.dtype):
+        if not rows_wanted(x.numel() // max(x.shape[-1], 1), self.dtype or x.dtype):
             return None
         return self.table.get(id(module))
 

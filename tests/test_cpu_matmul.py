@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from imagebart_core import cpu_matmul, fast_decode
+from imagebart_core import cpu_matmul, fast_decode, packed
 from imagebart_core.config import tiny_config
 from imagebart_core.random_init import random_model
 from imagebart_core.transformer import PLAIN
@@ -114,9 +114,18 @@ def test_steps_without_half_kernels_match_the_plain_steps(monkeypatch, static):
     with torch.inference_mode():
         kernels = fast_decode.step_kernels(net, rows=2)
     assert all(m.weight.is_contiguous() for m in net.modules() if isinstance(m, torch.nn.Linear))
-    assert kernels.fused == {} and kernels.packed is None and kernels.cache_dtype(torch.bfloat16) == torch.float32
+    assert kernels.fused == {} and kernels.cache_dtype(torch.bfloat16) == torch.float32
+    # batched steps multiply by float32 packed copies of the step matrices (q/k/v fused), the weights stay bf16
+    assert kernels.packed is not None and kernels.packed.dtype == torch.float32
+    assert {id(m) for m in net.step_modules()} == set(kernels.packed.table)
+    assert all(p.weight.dtype == torch.float32 for p in kernels.packed.table.values())
+    assert all(p.dtype == torch.bfloat16 for p in net.parameters())
 
+    rows = []
+    real = packed.PackedLinear.__call__
+    monkeypatch.setattr(packed.PackedLinear, "__call__", lambda self, x: rows.append(x.dtype) or real(self, x))
     fast, state = _decode(model, lambda n: fast_decode.step_kernels(n, rows=2), batch=2, static=static)
+    assert rows and set(rows) == {torch.bfloat16}  # bf16 activations in and out
     assert all(c.k.dtype == torch.float32 for c in state.caches)
     assert all(kv[0].dtype == torch.float32 for kv in state.cross_kv)
     plain, plain_state = _decode(model, lambda n: PLAIN, batch=2)
@@ -138,3 +147,13 @@ def test_decoder_only_prefix_and_steps_without_half_kernels(no_half_kernels):
         logits, ref = net.step(state, 1, x_in[:, 0], scale), net.step(plain, 1, x_in[:, 0], scale)
     assert logits.dtype == torch.bfloat16
     assert (logits.float() - ref.float()).abs().max() <= 0.05 * max(1.0, ref.float().abs().max().item())
+
+
+def test_unpacked_batched_steps_without_half_kernels_widen_each_product(no_half_kernels):
+    model = random_model(tiny_config(n_scales=2, conditioning="class", residual=True), dtype=torch.bfloat16, seed=3)
+    with torch.inference_mode():
+        kernels = fast_decode.step_kernels(model.scales[0], rows=2, pack=False)
+    assert kernels.packed is None and kernels.cache_dtype(torch.bfloat16) == torch.float32
+    fast, _ = _decode(model, lambda n: fast_decode.step_kernels(n, rows=2, pack=False), batch=2)
+    plain, _ = _decode(model, lambda n: PLAIN, batch=2)
+    assert (fast - plain).abs().max() <= 0.05 * max(1.0, plain.abs().max().item())
