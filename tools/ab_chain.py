@@ -25,12 +25,10 @@ from pathlib import Path
 
 from tools.records import provenance, write_json
 
-#: Run in the child process with the checkout on sys.path: prints one JSON line.
-CHILD = r"""
-import json, sys, time, torch
-model_name, dtype_name, batch, threads, seed = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5])
-step_mode = sys.argv[6]
-torch.set_num_threads(threads)
+#: Child-process code (the checkout on sys.path) that builds ``model`` (and ``config``) from ``model_name``,
+#: ``dtype_name`` and ``seed``, with the public API every checkout since e2031c3 has; the A/B tools' children start
+#: with it.
+CHILD_MODEL = r"""
 from imagebart_core.random_init import random_model
 if model_name == "tiny":
     from imagebart_core.config import tiny_config
@@ -40,6 +38,15 @@ else:
     config = original_config(model_name)
 dtype = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[dtype_name]
 model = random_model(config, "cpu", dtype, seed)
+"""
+
+#: Run in the child process with the checkout on sys.path: prints one JSON line.
+CHILD = r"""
+import json, sys, time, torch
+model_name, dtype_name, batch, threads, seed = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5])
+step_mode = sys.argv[6]
+torch.set_num_threads(threads)
+""" + CHILD_MODEL + r"""
 first_chain_s = None
 if step_mode != "eager":  # only this checkout's side; an older commit always runs its default
     model.step_mode = step_mode
@@ -87,9 +94,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                         "runs one untimed chain first (the compilation) and reports its time as first_chain_s")
     p.add_argument("--json", type=Path, default=None)
     args = p.parse_args(argv)
-    for side in (args.a, args.b):
-        if not (side / "imagebart_core" / "__init__.py").is_file():
-            p.error(f"{side} is not a checkout of this project (no imagebart_core/)")
+    check_checkouts(p, args.a, args.b)
     if args.rounds < 1 or args.batch < 1 or args.threads < 1:
         p.error("--rounds, --batch and --threads must be >= 1")
     return args
@@ -116,6 +121,13 @@ def main(argv: Sequence[str] | None = None) -> dict:
                "threads": args.threads, "b_step_mode": args.b_step_mode, "cpu": _cpu(), "results": results}
     write_json(args.json, payload, indent=2)
     return payload
+
+
+def check_checkouts(parser: argparse.ArgumentParser, *sides: Path) -> None:
+    """Stop with a usage error unless every side is a checkout of this project."""
+    for side in sides:
+        if not (side / "imagebart_core" / "__init__.py").is_file():
+            parser.error(f"{side} is not a checkout of this project (no imagebart_core/)")
 
 
 def _commit(checkout: Path) -> str | None:

@@ -23,6 +23,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from tools.ab_chain import CHILD_MODEL, _commit, _cpu, check_checkouts
 from tools.records import provenance, write_json
 
 #: Run in the child process with the checkout on sys.path: prints one JSON line per (scale, batch) measured.
@@ -31,18 +32,10 @@ import json, sys, time, torch
 model_name, dtype_name, threads = sys.argv[1], sys.argv[2], int(sys.argv[3])
 scales = [int(s) for s in sys.argv[4].split(",")]
 batches = [int(b) for b in sys.argv[5].split(",")]
-steps, warm = int(sys.argv[6]), 4
+steps, warm, seed = int(sys.argv[6]), 4, 0
 torch.set_num_threads(threads)
 from imagebart_core import fast_decode
-from imagebart_core.random_init import random_model
-if model_name == "tiny":
-    from imagebart_core.config import tiny_config
-    config = tiny_config(n_scales=3, conditioning="none", residual=True)
-else:
-    from imagebart_core.original.presets import original_config
-    config = original_config(model_name)
-dtype = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[dtype_name]
-model = random_model(config, "cpu", dtype, 0)
+""" + CHILD_MODEL + r"""
 n = config.grid[0] * config.grid[1]
 warm = min(warm, n // 2)
 steps = min(steps, n - warm)  # a scale writes n tokens
@@ -99,9 +92,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--timeout", type=float, default=600.0, help="seconds per process; what it measured is kept")
     p.add_argument("--json", type=Path, default=None)
     args = p.parse_args(argv)
-    for side in (args.a, args.b):
-        if not (side / "imagebart_core" / "__init__.py").is_file():
-            p.error(f"{side} is not a checkout of this project (no imagebart_core/)")
+    check_checkouts(p, args.a, args.b)
     if min(args.batch) < 1 or min(args.scales) < 1 or args.steps < 1 or args.threads < 1 or args.timeout <= 0:
         p.error("--batch, --scales, --steps and --threads must be >= 1, --timeout > 0")
     return args
@@ -119,8 +110,6 @@ def main(argv: Sequence[str] | None = None) -> dict:
             figures = ", ".join(f"scale {p['scale']} batch {p['batch']}: prepare {p['prepare_s']:.2f} s, "
                                 f"{p['ms_per_step']:.1f} ms/step" for p in r["parts"]) or "nothing measured"
             print(f"{dtype} {side.upper()}{' (timed out)' if r['timed_out'] else ''}: {figures}", flush=True)  # noqa: T201
-    from tools.ab_chain import _commit, _cpu
-
     payload = {**provenance("tools.ab_scale_parts", argv), "a": str(args.a), "b": str(args.b),
                "a_commit": _commit(args.a), "b_commit": _commit(args.b), "model": args.model,
                "threads": args.threads, "cpu": _cpu(), "results": results}
