@@ -23,6 +23,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .packed import bf16_supported
+
 HALF_DTYPES = (torch.bfloat16, torch.float16)
 
 
@@ -31,19 +33,20 @@ def native(dtype: torch.dtype) -> bool:
     """oneDNN has CPU kernels for products in ``dtype`` on this machine (always true for float32/float64)."""
     if dtype not in HALF_DTYPES:
         return True
-    if not torch.backends.mkldnn.is_available():
-        return False
-    check = (torch.ops.mkldnn._is_mkldnn_bf16_supported if dtype == torch.bfloat16
-             else torch.ops.mkldnn._is_mkldnn_fp16_supported)
-    return bool(check())
+    if dtype == torch.bfloat16:
+        return bf16_supported()
+    return torch.backends.mkldnn.is_available() and bool(torch.ops.mkldnn._is_mkldnn_fp16_supported())
+
+
+def lacks_kernels(weight: torch.Tensor) -> bool:
+    """``weight`` is a bfloat16/float16 CPU tensor that this CPU has no :func:`native` product kernels for."""
+    return weight.device.type == "cpu" and weight.dtype in HALF_DTYPES and not native(weight.dtype)
 
 
 def widens(x: torch.Tensor, weight: torch.Tensor) -> bool:
-    """Whether :func:`linear` multiplies x [..., in] by ``weight`` [out, in] in float32: half-size CPU weights
-    without :func:`native` kernels, unless x is one row and the weight row-major (the fast matrix-vector case)."""
-    if weight.device.type != "cpu" or weight.dtype not in HALF_DTYPES or native(weight.dtype):
-        return False
-    return x.numel() != x.shape[-1] or not weight.is_contiguous()
+    """Whether :func:`linear` multiplies x [..., in] by ``weight`` [out, in] in float32: weights that
+    :func:`lacks_kernels`, unless x is one row and the weight row-major (the fast matrix-vector case)."""
+    return lacks_kernels(weight) and (x.numel() != x.shape[-1] or not weight.is_contiguous())
 
 
 def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:

@@ -24,7 +24,7 @@ import torch
 from torch import nn
 
 from . import cpu_matmul
-from .packed import PackedLinear, PackedWeights, params_of, rows_wanted, wanted
+from .packed import PackedLinear, PackedWeights, params_of, wanted
 from .transformer import PLAIN, Attention, StepKernels
 
 #: (weight [3*H*dh, D] column-major, bias [3*H*dh] or None, the parameters it is made of)
@@ -131,7 +131,7 @@ def step_kernels(net: nn.Module, rows: int, pack: bool = True) -> StepKernels:
         return PLAIN
     if training(params):
         return PLAIN
-    if half_without_kernels(params):
+    if cpu_matmul.lacks_kernels(params[0]):
         return row_major_kernels(net, rows, pack)
     fused: dict[int, FusedQKV] = {}
     qkv_linears = set()
@@ -149,14 +149,6 @@ def step_kernels(net: nn.Module, rows: int, pack: bool = True) -> StepKernels:
     return FastKernels(fused, packed, chunks)
 
 
-def half_without_kernels(params: list[torch.Tensor]) -> bool:
-    """``params`` are bfloat16/float16 CPU weights that this CPU has no native product kernels for
-    (:func:`~imagebart_core.cpu_matmul.native`)."""
-    first = params[0]
-    return (first.device.type == "cpu" and first.dtype in cpu_matmul.HALF_DTYPES
-            and not cpu_matmul.native(first.dtype))
-
-
 def row_major_kernels(net: nn.Module, rows: int = 1, pack: bool = True) -> FastKernels:
     """The decode layout for half-size CPU weights without native kernels: every linear weight row-major and
     separate q/k/v products, so that one-row products run on the fast matrix-vector kernel and products of
@@ -170,7 +162,7 @@ def row_major_kernels(net: nn.Module, rows: int = 1, pack: bool = True) -> FastK
         if isinstance(m, nn.Linear) and not m.weight.is_contiguous():
             m.weight.data = m.weight.detach().contiguous()
     packed = None
-    if pack and rows_wanted(rows, torch.float32) and not torch.is_grad_enabled() and torch.backends.mkldnn.is_available():
+    if pack and wanted(rows, net.parameters(), dtype=torch.float32):
         qkv = {id(m): fused_float32(m) for m in net.step_modules() if isinstance(m, Attention)}
         packed = PackedWeights.build(net.step_modules(), qkv, rows, dtype=torch.float32)
     return FastKernels({}, packed, float32_cache=True)
@@ -181,7 +173,12 @@ def fused_float32(attn: Attention) -> FusedQKV:
     lins = (attn.to_q, attn.to_k, attn.to_v)
     weight = torch.cat([lin.weight.detach().float() for lin in lins])  # [3*H*dh, D]
     bias = None if attn.to_q.bias is None else torch.cat([lin.bias.detach().float() for lin in lins])
-    return weight, bias, sum((params_of(lin) for lin in lins), ())
+    return weight, bias, qkv_params(attn)
+
+
+def qkv_params(attn: Attention) -> tuple[torch.Tensor, ...]:
+    """The parameters a fused q/k/v matrix of ``attn`` is made of (q's, k's, v's weight and bias)."""
+    return sum((params_of(lin) for lin in (attn.to_q, attn.to_k, attn.to_v)), ())
 
 
 def training(params: list[torch.Tensor]) -> bool:
@@ -265,7 +262,7 @@ def fuse_qkv(attn: Attention) -> FusedQKV:
     products of a token step on CPU. Values unchanged; memory-neutral (one matrix is copied at a time).
     """
     lins = (attn.to_q, attn.to_k, attn.to_v)
-    sources = sum((params_of(lin) for lin in lins), ())
+    sources = qkv_params(attn)
     found = fused_views(attn)
     if found is not None:
         return (*found, sources)

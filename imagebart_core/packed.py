@@ -115,10 +115,10 @@ def bf16_supported() -> bool:
     return torch.backends.mkldnn.is_available() and bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
 
 
-def wanted(rows: int, params: Iterable[torch.Tensor]) -> bool:
-    """Packing pays off: rows worth it for the weights' dtype (:func:`rows_wanted`), CPU weights, inference,
-    oneDNN present."""
+def wanted(rows: int, params: Iterable[torch.Tensor], dtype: torch.dtype | None = None) -> bool:
+    """Packing pays off: rows worth it for the copies' ``dtype`` (default the weights' own; :func:`rows_wanted`),
+    CPU weights, inference, oneDNN present."""
     if torch.is_grad_enabled() or not torch.backends.mkldnn.is_available():
         return False
     first = next(iter(params), None)
-    return first is not None and first.device.type == "cpu" and rows_wanted(rows, first.dtype)
+    return first is not None and first.device.type == "cpu" and rows_wanted(rows, dtype or first.dtype)
