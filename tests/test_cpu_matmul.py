@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from _token_steps import decode_logits
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from imagebart_core import cpu_matmul, fast_decode, packed
@@ -86,22 +87,6 @@ def test_the_transformers_linear_layers_use_it(no_half_kernels):
         assert torch.equal(layer(x), cpu_matmul.linear(x, layer.weight, layer.bias))
 
 
-def _decode(model, kernels_for, batch: int, tokens: int = 6, static: bool = False):
-    net = model.scales[0]
-    x_in = torch.randint(0, model.config.vocab_size, (batch, net.cfg.target_len),
-                         generator=torch.Generator().manual_seed(1))
-    cond = model.class_condition([1] * batch).tokens
-    out = []
-    with torch.inference_mode():
-        state = net.prepare(x_in, 1, cond, kernels=kernels_for(net))
-        prev = torch.zeros(batch, dtype=torch.long)
-        for n in range(tokens):
-            logits = net.step_at(state, torch.tensor([n]), prev) if static else net.step(state, n, prev if n else None, 1)
-            out.append(logits.float())
-            prev = x_in[:, n]
-    return torch.stack(out), state
-
-
 @pytest.mark.parametrize("static", [False, True])
 def test_steps_without_half_kernels_match_the_plain_steps(monkeypatch, static):
     model = random_model(tiny_config(n_scales=2, conditioning="class", residual=True), dtype=torch.bfloat16, seed=3)
@@ -124,11 +109,11 @@ def test_steps_without_half_kernels_match_the_plain_steps(monkeypatch, static):
     rows = []
     real = packed.PackedLinear.__call__
     monkeypatch.setattr(packed.PackedLinear, "__call__", lambda self, x: rows.append(x.dtype) or real(self, x))
-    fast, state = _decode(model, lambda n: fast_decode.step_kernels(n, rows=2), batch=2, static=static)
+    fast, state = decode_logits(model, lambda n: fast_decode.step_kernels(n, rows=2), batch=2, static=static)
     assert rows and set(rows) == {torch.bfloat16}  # bf16 activations in and out
     assert all(c.k.dtype == torch.float32 for c in state.caches)
     assert all(kv[0].dtype == torch.float32 for kv in state.cross_kv)
-    plain, plain_state = _decode(model, lambda n: PLAIN, batch=2)
+    plain, plain_state = decode_logits(model, lambda n: PLAIN, batch=2)
     assert plain_state.caches[0].k.dtype == torch.bfloat16
     # bfloat16 activations either way; float32 attention and products round differently, within bf16's precision
     assert (fast - plain).abs().max() <= 0.05 * max(1.0, plain.abs().max().item())
@@ -154,6 +139,6 @@ def test_unpacked_batched_steps_without_half_kernels_widen_each_product(no_half_
     with torch.inference_mode():
         kernels = fast_decode.step_kernels(model.scales[0], rows=2, pack=False)
     assert kernels.packed is None and kernels.cache_dtype(torch.bfloat16) == torch.float32
-    fast, _ = _decode(model, lambda n: fast_decode.step_kernels(n, rows=2, pack=False), batch=2)
-    plain, _ = _decode(model, lambda n: PLAIN, batch=2)
+    fast, _ = decode_logits(model, lambda n: fast_decode.step_kernels(n, rows=2, pack=False), batch=2)
+    plain, _ = decode_logits(model, lambda n: PLAIN, batch=2)
     assert (fast - plain).abs().max() <= 0.05 * max(1.0, plain.abs().max().item())

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
+from _token_steps import decode_logits
 
 from imagebart_core import fast_decode, packed
 from imagebart_core.config import tiny_config
@@ -60,20 +61,8 @@ def test_one_query_attention_matches_sdpa_on_cache_slices(monkeypatch):
     torch.testing.assert_close(fast.attention(q2, k, v), PLAIN.attention(q2, k, v))
 
 
-def _step_logits(model, kernels_for, tokens=6, batch=1):
-    net = model.scales[0]
-    x_in = torch.randint(0, model.config.vocab_size, (batch, net.cfg.target_len),
-                         generator=torch.Generator().manual_seed(1))
-    cond = model.class_condition([1] * batch).tokens
-    out = []
-    with torch.inference_mode():
-        state = net.prepare(x_in, 1, cond, kernels=kernels_for(net))
-        prev = None
-        for n in range(tokens):
-            logits = net.step(state, n, prev, 1)
-            out.append(logits.float())
-            prev = x_in[:, n]
-    return torch.stack(out)
+def _step_logits(model, kernels_for):
+    return decode_logits(model, kernels_for)[0]
 
 
 def test_two_thread_row_products_match_the_plain_step(two_threads):

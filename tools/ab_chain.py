@@ -80,10 +80,7 @@ def run_side(checkout: Path, model: str, dtype: str, batch: int, threads: int, s
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m tools.ab_chain", description=__doc__.split("\n\n")[0])
-    p.add_argument("--a", required=True, type=Path, help="checkout A (e.g. the older commit)")
-    p.add_argument("--b", default=Path("."), type=Path, help="checkout B (default: this one)")
-    p.add_argument("--model", default="ffhq_4_scales_geometric", help="a released architecture name, or tiny")
-    p.add_argument("--dtype", nargs="+", default=["fp32"], choices=["fp32", "bf16", "fp16"])
+    add_side_args(p)
     p.add_argument("--batch", type=int, default=1)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--rounds", type=int, default=3, help="A/B pairs per dtype (A and B alternate)")
@@ -121,6 +118,14 @@ def main(argv: Sequence[str] | None = None) -> dict:
                "threads": args.threads, "b_step_mode": args.b_step_mode, "cpu": _cpu(), "results": results}
     write_json(args.json, payload, indent=2)
     return payload
+
+
+def add_side_args(p: argparse.ArgumentParser) -> None:
+    """The arguments every A/B tool takes: the two checkouts, the model and the dtypes."""
+    p.add_argument("--a", required=True, type=Path, help="checkout A (e.g. the older commit)")
+    p.add_argument("--b", default=Path("."), type=Path, help="checkout B (default: this one)")
+    p.add_argument("--model", default="ffhq_4_scales_geometric", help="a released architecture name, or tiny")
+    p.add_argument("--dtype", nargs="+", default=["fp32"], choices=["fp32", "bf16", "fp16"])
 
 
 def check_checkouts(parser: argparse.ArgumentParser, *sides: Path) -> None:

@@ -23,7 +23,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from tools.ab_chain import CHILD_MODEL, _commit, _cpu, check_checkouts
+from tools.ab_chain import CHILD_MODEL, _commit, _cpu, add_side_args, check_checkouts
 from tools.records import provenance, write_json
 
 #: Run in the child process with the checkout on sys.path: prints one JSON line per (scale, batch) measured.
@@ -80,10 +80,7 @@ def run_side(checkout: Path, model: str, dtype: str, scales: Sequence[int], batc
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m tools.ab_scale_parts", description=__doc__.split("\n\n")[0])
-    p.add_argument("--a", required=True, type=Path, help="checkout A (e.g. the older commit)")
-    p.add_argument("--b", default=Path("."), type=Path, help="checkout B (default: this one)")
-    p.add_argument("--model", default="ffhq_4_scales_geometric", help="a released architecture name, or tiny")
-    p.add_argument("--dtype", nargs="+", default=["fp32"], choices=["fp32", "bf16", "fp16"])
+    add_side_args(p)
     p.add_argument("--scales", type=int, nargs="+", default=[1, 4], help="1-based scales to time")
     p.add_argument("--batch", type=int, nargs="+", default=[1, 8])
     p.add_argument("--steps", type=int, default=16,
