@@ -8,6 +8,7 @@
 
 from .budget import RequestEstimate, RequestTooLarge, check_request, estimate_request
 from .chain.sampling import NonFiniteProbabilities, Progress
+from .chain.static_step import require_compiler
 from .checkpoint import ModelFileError, load_model, read_config, save_model
 from .codes import Codes
 from .conditioning import Condition, ConditionBlend
@@ -62,6 +63,7 @@ __all__ = [
     "geometric_betas",
     "load_model",
     "read_config",
+    "require_compiler",
     "save_model",
     "tiny_config",
     "upper_half_mask",

@@ -129,6 +129,43 @@ def test_unknown_step_mode_is_refused():
         model.sample(1, seed=0)
 
 
+def test_cpu_compiler_is_inductors_choice_or_none(monkeypatch):
+    from torch._inductor import cpp_builder
+
+    from imagebart_core.chain import static_step
+
+    monkeypatch.setattr(cpp_builder, "get_cpp_compiler", lambda: "clang++")
+    assert static_step.cpu_compiler() == "clang++"
+
+    def none_found():
+        raise RuntimeError("no working C++ compiler")
+
+    monkeypatch.setattr(cpp_builder, "get_cpp_compiler", none_found)
+    assert static_step.cpu_compiler() is None
+
+
+def test_compiled_mode_without_a_compiler_is_refused_before_anything_changes(monkeypatch):
+    """No C++ compiler: a clear error naming the fix, raised before the weights are re-laid out or anything
+    is compiled; the eager mode still samples."""
+    from imagebart_core.chain import static_step
+
+    monkeypatch.setattr(static_step, "cpu_compiler", lambda: None)
+    model = _model("class", True, n_scales=2)
+    cond = model.class_condition([1])
+    eager = model.sample(1, cond, seed=3).tokens
+    layout = {name: (p.stride(), p.data_ptr()) for name, p in model.named_parameters()}
+    compiled_calls = []
+    monkeypatch.setattr(torch, "compile", lambda *a, **k: compiled_calls.append(a) or a[0])
+    with pytest.raises(RuntimeError, match="need a C\\+\\+ compiler.*apt install g\\+\\+.*eager step mode"):
+        _with_mode(model, "compiled", lambda: model.sample(1, cond, seed=3))
+    assert compiled_calls == [] and model.compiled_steps == {}
+    assert {name: (p.stride(), p.data_ptr()) for name, p in model.named_parameters()} == layout
+    assert torch.equal(model.sample(1, cond, seed=3).tokens, eager)
+    # several rows on CPU run eagerly in compiled mode and need no compiler
+    guided = _with_mode(model, "compiled", lambda: model.sample(1, cond, seed=3, guidance=2.0).tokens)
+    assert torch.equal(guided, model.sample(1, cond, seed=3, guidance=2.0).tokens)
+
+
 @pytest.mark.slow
 def test_compiled_steps_equal_eager_steps():
     pytest.importorskip("torch._inductor")

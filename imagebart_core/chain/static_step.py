@@ -26,6 +26,8 @@ Tokens equal the eager step's; logits agree to float rounding (the masked keys g
 
 from __future__ import annotations
 
+import os
+import shutil
 from collections.abc import Callable, MutableMapping
 
 import torch
@@ -44,6 +46,33 @@ def runs_compiled(mode: str, device_type: str, rows: int) -> bool:
     compiled in step mode ``mode``: on CPU only one-row steps do; several rows run on the eager packed kernels,
     faster there than any compiled step measured (see the module docstring)."""
     return check_step_mode(mode) == "compiled" and (device_type != "cpu" or rows == 1)
+
+
+def cpu_compiler() -> str | None:
+    """The C++ compiler ``torch.compile`` uses for CPU code (Inductor's own search: the one ``CXX`` names, else
+    g++, clang++ on macOS), or None where none works."""
+    try:
+        from torch._inductor import cpp_builder
+    except ImportError:  # a torch without Inductor's builder: look for the usual names ourselves
+        for name in (os.environ.get("CXX"), "g++", "clang++", "c++", "cl"):
+            if name and shutil.which(name):
+                return name
+        return None
+    try:
+        return cpp_builder.get_cpp_compiler()
+    except Exception:  # Inductor raises its InvalidCxxCompiler (or a platform check's error) when none works
+        return None
+
+
+def require_compiler(device_type: str) -> None:
+    """Raise a clear error where compiled steps on ``device_type`` cannot be built: on the CPU ``torch.compile``
+    needs a C++ compiler. Called before anything is compiled or any weight is re-laid out."""
+    if device_type == "cpu" and cpu_compiler() is None:
+        raise RuntimeError(
+            "compiled token steps on the CPU need a C++ compiler for torch.compile, and none was found (torch "
+            "uses the one the CXX environment variable names, else g++; clang++ on macOS). Install one "
+            "(Debian/Ubuntu: apt install g++; Fedora: dnf install gcc-c++; macOS: xcode-select --install; "
+            "Windows: the Visual Studio Build Tools) or use the eager step mode")
 
 
 def check_step_mode(mode: str) -> str:

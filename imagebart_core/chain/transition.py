@@ -20,7 +20,7 @@ import torch
 
 from .. import fast_decode
 from .sampling import Known, TokenFilter, TokenSampler, TokenStep
-from .static_step import StaticStepper, check_step_mode, runs_compiled
+from .static_step import StaticStepper, check_step_mode, require_compiler, runs_compiled
 from .windows import DEFAULT_WINDOW_CACHE_BYTES, WindowCache, check_stride, default_stride, window_origin
 
 
@@ -77,6 +77,7 @@ def run_transition(
     if check_step_mode(step_mode) == "compiled" and not runs_compiled(step_mode, x_in.device.type, rows * b):
         step_mode = "eager"  # several rows on CPU: the packed eager kernels beat any compiled step
     if step_mode == "compiled":
+        require_compiler(x_in.device.type)  # before any weight is re-laid out for the compiled kernels
         kernels = fast_decode.compiled_step_kernels(net)  # row reductions on CPU, the modules' products elsewhere
     else:
         kernels = fast_decode.step_kernels(net, rows * b, pack=pack)  # the decode layout, once per transition
