@@ -10,23 +10,14 @@ import types
 
 import pytest
 import torch
+from _loader_pack import loader_pack
 
-from tools.comfy_stub import load_nodes, node_info, stubbed_comfy_api
+from tools.comfy_stub import node_info
 
 
 @pytest.fixture(scope="module")
 def pack(tmp_path_factory):
-    from tools.random_model import write_random_model
-
-    folder = tmp_path_factory.mktemp("models")
-    write_random_model(folder / "m.safetensors", "class", grid=(4, 4), n_scales=3)
-    with stubbed_comfy_api():
-        load_nodes()
-        from nodes import chain, comfy_bridge, conditions, loader
-
-        comfy_bridge.FALLBACK_MODEL_DIRS[:] = [str(folder)]
-        yield types.SimpleNamespace(chain=chain, bridge=comfy_bridge, loader=loader, conditions=conditions)
-        comfy_bridge.FALLBACK_MODEL_DIRS[:] = []
+    yield from loader_pack(tmp_path_factory.mktemp("models"))
 
 
 def spy_moves(model) -> list:
