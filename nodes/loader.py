@@ -32,7 +32,7 @@ TOKEN_STEPS_TOOLTIP = (
     "How the token loops run. eager: no setup, the default. compiled (CPU only): a token step of batch 1 "
     "without guidance is compiled once per scale with torch.compile into one to three fused kernels that read "
     "the weights at close to memory speed (full-size ffhq_4_scales_geometric, fp32, two threads, one run: "
-    "chain 29.7 s eager vs 17.4 s compiled); several rows per step (batch > 1 or guidance) stay eager, which "
+    "chain 29.7 s eager vs 17.4 s compiled on one CPU, 25.5 s vs 16.7 s on another); several rows per step (batch > 1 or guidance) stay eager, which "
     "is faster for them. Same tokens as eager. The first run of each scale pays the compilation (about a "
     "minute for a full-size model with an empty cache, seconds later); needs a C++ compiler (g++ or the one "
     "CXX names). Not on a GPU yet (the CUDA-graph path is not measured)."
