@@ -32,10 +32,10 @@ TOKEN_STEPS_TOOLTIP = (
     "How the token loops run. eager: no setup, the default. compiled (CPU only): a token step of batch 1 "
     "without guidance is compiled once per scale with torch.compile into one to three fused kernels that read "
     "the weights at close to memory speed (full-size ffhq_4_scales_geometric, fp32, two threads, one run: "
-    "chain 29.7 s eager vs 17.4 s compiled on one CPU, 25.5 s vs 16.7 s on another); several rows per step (batch > 1 or guidance) stay eager, which "
-    "is faster for them. Same tokens as eager. The first run of each scale pays the compilation (about a "
-    "minute for a full-size model with an empty cache, seconds later); needs a C++ compiler (g++ or the one "
-    "CXX names). Not on a GPU yet (the CUDA-graph path is not measured)."
+    "chain 29.7 s eager vs 17.4 s compiled on one CPU, 25.5 s vs 16.7 s on another); several rows per step "
+    "(batch > 1 or guidance) stay eager, which is faster for them. Same tokens as eager. The first run of each "
+    "scale pays the compilation (about a minute for a full-size model with an empty cache, seconds later); "
+    "needs a C++ compiler (g++ or the one CXX names). Not on a GPU yet (the CUDA-graph path is not measured)."
 )
 
 
@@ -56,7 +56,7 @@ def load(model_name: str, device: str = "auto", dtype: str = "auto",
             raise ValueError(f"token_steps 'compiled' runs on the CPU only for now (this model would run on "
                              f"{load_device}, where compiled steps are not measured yet): choose eager, or "
                              f"device cpu")
-        ib.require_compiler("cpu")
+        ib.require_compiler(load_device.type)
     torch_dtype = bridge.choose_dtype(dtype, load_device)
     model = ib.load_model(path, device=offload_device, dtype=torch_dtype)
     model.step_mode = token_steps

@@ -34,8 +34,8 @@ def test_option_is_an_optional_combo_after_the_released_widgets(pack):
     assert kind == "COMBO" and opts["options"] == ["eager", "compiled"]
     assert opts["default"] == "eager"
     assert "C++ compiler" in opts["tooltip"] and "GPU" in opts["tooltip"]
-    assert list(info["input"]["optional"]) == ["offload_idle_scales", "token_steps"]  # appended: saved
-    # workflows store widget values by position
+    # appended after the released widgets: saved workflows store widget values by position
+    assert list(info["input"]["optional"]) == ["offload_idle_scales", "token_steps"]
 
 
 def test_compiled_reaches_the_token_loops_with_the_eager_tokens(pack, monkeypatch):

@@ -26,8 +26,6 @@ Tokens equal the eager step's; logits agree to float rounding (the masked keys g
 
 from __future__ import annotations
 
-import os
-import shutil
 from collections.abc import Callable, MutableMapping
 
 import torch
@@ -51,13 +49,8 @@ def runs_compiled(mode: str, device_type: str, rows: int) -> bool:
 def cpu_compiler() -> str | None:
     """The C++ compiler ``torch.compile`` uses for CPU code (Inductor's own search: the one ``CXX`` names, else
     g++, clang++ on macOS), or None where none works."""
-    try:
-        from torch._inductor import cpp_builder
-    except ImportError:  # a torch without Inductor's builder: look for the usual names ourselves
-        for name in (os.environ.get("CXX"), "g++", "clang++", "c++", "cl"):
-            if name and shutil.which(name):
-                return name
-        return None
+    from torch._inductor import cpp_builder  # in every torch that has compiler.set_stance, which compiled steps use
+
     try:
         return cpp_builder.get_cpp_compiler()
     except Exception:  # Inductor raises its InvalidCxxCompiler (or a platform check's error) when none works
